@@ -1,0 +1,34 @@
+/**
+ * mtp-lab public API (browser-safe: no file I/O). Node-only parts — corpus loading from npm
+ * packages, checkpoints, whole training runs — are in './node', which re-exports this file too.
+ */
+export * from './config';
+export { initBackend, backendInfo, BACKEND_NAMES } from './backend/index';
+export type { BackendName, BackendInfo, InitBackendOptions } from './backend/index';
+export { Rng } from './util/rng';
+
+export * from './data/tokenizer';
+export * from './data/batch';
+export * from './data/synthetic';
+export { CORPORA, CORPUS_NAMES } from './data/corpora';
+export type { CorpusName, CorpusSource } from './data/corpora';
+
+export { createModel } from './model/create';
+export type { MtpModel, LossOutput } from './model/create';
+export { Transformer, crossEntropy, causalMask, MASKED } from './model/transformer';
+export type { ForwardOptions } from './model/transformer';
+export { KVCache } from './model/kv_cache';
+
+export { generate, ContextFeeder } from './decode/ar';
+export type { GenerateOptions } from './decode/ar';
+export * from './decode/sampling';
+export * from './decode/context';
+export * from './decode/stats';
+
+export { Trainer, NonFiniteLossError } from './train/trainer';
+export type { StepResult, TrainerState } from './train/trainer';
+export { evaluate } from './train/evaluate';
+export type { EvalResult, HeadMetrics } from './train/evaluate';
+export { AdamW } from './train/adamw';
+export type { AdamWConfig, AdamWState } from './train/adamw';
+export { lrAt } from './train/schedule';

@@ -1,0 +1,129 @@
+/**
+ * The reference decoder-only transformer: the trunk every MTP variant shares.
+ *
+ * Pre-norm GPT: token + learned position embeddings, nLayer residual blocks, final LayerNorm,
+ * unembedding (untied by default, tied to the token embedding when configured). Attention takes an
+ * explicit additive mask and explicit position ids, so tree decoding can give tokens non-contiguous
+ * positions and a tree-shaped mask; with a KV cache, a forward over T new tokens attends to the
+ * cached S₀ positions plus the new ones.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { ModelConfig } from '../config';
+import { validateModel } from '../config';
+import { Rng } from '../util/rng';
+import { KVCache } from './kv_cache';
+import { block, layerNorm, param } from './layers';
+import { createTrunkParams, nextScope, ParamFactory, ParamMap } from './params';
+
+/** Additive mask value for blocked attention (finite, so fully-masked rows stay finite). */
+export const MASKED = -1e9;
+
+export interface ForwardOptions {
+  /** Cache to attend to and append the new tokens' K,V to. */
+  cache?: KVCache;
+  /** Position ids of the new tokens [T]; default: cache length + 0..T-1. */
+  positions?: number[];
+  /** Additive mask [T, S] with S = cache length + T; default: causal. */
+  mask?: tf.Tensor2D;
+}
+
+export class Transformer {
+  readonly params: ParamMap;
+  readonly scope: string;
+  /** Causal additive mask [blockSize, blockSize], sliced per call. */
+  private readonly causal: tf.Tensor2D;
+
+  /** Creates the trunk's parameters; pass a factory to add them to a variant's shared map. */
+  constructor(readonly config: ModelConfig, factory?: ParamFactory) {
+    validateModel(config);
+    const f = factory ?? new ParamFactory(new Map(), new Rng(config.seed), nextScope('gpt'));
+    this.params = f.params;
+    this.scope = f.scope;
+    createTrunkParams(config, f);
+    this.causal = causalMask(config.blockSize);
+  }
+
+  /** Fresh, empty KV cache for this model. */
+  newCache(): KVCache {
+    return new KVCache(this.config.nLayer);
+  }
+
+  /**
+   * Runs embeddings and blocks over new tokens. tokens: [B, T] int32 → z: [B, T, C] (before the
+   * final norm — the representation MTP heads branch from). Appends to `cache` when given.
+   */
+  trunk(tokens: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
+    const { blockSize, nLayer, nHead, normEps } = this.config;
+    const T = tokens.shape[1];
+    const past = opts.cache ? opts.cache.length : 0;
+    const positions = opts.positions ?? Array.from({ length: T }, (_, i) => past + i);
+    if (positions.length !== T) throw new Error(`positions has ${positions.length} entries for ${T} tokens`);
+    for (const p of positions) {
+      if (!Number.isInteger(p) || p < 0 || p >= blockSize) {
+        throw new Error(`position ${p} outside the position table [0, ${blockSize}); decoders must slide the context`);
+      }
+    }
+    const S = past + T;
+    let mask = opts.mask;
+    if (mask) {
+      if (mask.shape[0] !== T || mask.shape[1] !== S) throw new Error(`mask must be [${T}, ${S}], got [${mask.shape}]`);
+    } else {
+      if (S > blockSize) throw new Error(`sequence of ${S} tokens exceeds blockSize ${blockSize}`);
+      mask = this.causal.slice([past, 0], [T, S]);
+    }
+    const pos = tf.tensor1d(positions, 'int32');
+    // [B, T, C] = token embedding + position embedding (broadcast over B)
+    let x = tf.add(tf.gather(param(this.params, 'tokEmb'), tokens), tf.gather(param(this.params, 'posEmb'), pos)) as tf.Tensor3D;
+    for (let l = 0; l < nLayer; l++) {
+      x = block(x, this.params, `l${l}.`, nHead, normEps, { mask, cache: opts.cache, layer: l });
+    }
+    return x;
+  }
+
+  /** Final norm + unembedding. z: [B, T, C] → logits [B, T, V]. */
+  unembed(z: tf.Tensor3D): tf.Tensor3D {
+    const [B, T, C] = z.shape;
+    const h = layerNorm(z, param(this.params, 'lnfg'), param(this.params, 'lnfb'), this.config.normEps);
+    const flat = tf.reshape(h, [B * T, C]) as tf.Tensor2D;
+    const logits = this.config.tieEmbeddings
+      ? tf.matMul(flat, param(this.params, 'tokEmb'), false, true)
+      : tf.matMul(flat, param(this.params, 'head')); // [B*T, V]
+    return tf.reshape(logits, [B, T, this.config.vocabSize]);
+  }
+
+  /** Next-token logits [B, T, V] for tokens [B, T] (inside tf.tidy; cache tensors survive). */
+  forward(tokens: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
+    return tf.tidy(() => this.unembed(this.trunk(tokens, opts)));
+  }
+
+  /** Trainable variables in creation order. */
+  variables(): tf.Variable[] {
+    return [...this.params.values()];
+  }
+
+  dispose(): void {
+    for (const v of this.params.values()) v.dispose();
+    this.params.clear();
+    this.causal.dispose();
+  }
+}
+
+/** Additive causal mask [T, T]: row i may attend to columns j ≤ i. */
+export function causalMask(T: number): tf.Tensor2D {
+  const m = new Float32Array(T * T);
+  for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) m[i * T + j] = MASKED;
+  return tf.tensor2d(m, [T, T]);
+}
+
+/**
+ * Mean cross-entropy of logits [B, T, V] against int targets [B, T] (nats), with top-1 accuracy.
+ */
+export function crossEntropy(logits: tf.Tensor3D, targets: tf.Tensor2D): { loss: tf.Scalar; acc: tf.Scalar } {
+  const [B, T, V] = logits.shape;
+  const flat = tf.reshape(logits, [B * T, V]) as tf.Tensor2D;
+  const t = tf.reshape(targets, [B * T]) as tf.Tensor1D;
+  const logp = tf.logSoftmax(flat); // [B*T, V]
+  const loss = tf.neg(tf.mean(tf.sum(tf.mul(logp, tf.oneHot(t, V)), 1))) as tf.Scalar;
+  const acc = tf.mean(tf.cast(tf.equal(tf.argMax(flat, 1), t), 'float32')) as tf.Scalar;
+  return { loss, acc };
+}

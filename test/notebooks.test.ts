@@ -1,0 +1,220 @@
+/**
+ * The lessons in notebooks/ must run and stay thin.
+ *
+ * 1. Execution: each notebook runs headless through nbconvert with the repo's kernel
+ *    (notebooks/kernels/tslab), into a temp dir; it must exit 0, hold no error outputs, and every cell
+ *    tagged "expect-output" must have produced output. tslab reports a failing cell only through the exit
+ *    status (its traceback goes to a stderr stream, and it emits no "error" output), so on failure the
+ *    notebook is run again with --allow-errors to show that traceback.
+ *    Needs Jupyter from Debian: without it these tests fail with the apt-get line, unless
+ *    MTP_SKIP_NOTEBOOKS=1. MTP_JUPYTER overrides the jupyter binary (default /usr/bin/jupyter).
+ * 2. Static rules for code cells (STYLE.md: notebooks import from src/ and call the same functions as the scripts):
+ *    - imports (import/require/import()) come only from "./src/..." or from packages in package.json "dependencies";
+ *    - no model code: no `class`, no `tf.variable(`, and no function (declaration, expression or arrow with a block
+ *      body) longer than MAX_FUNCTION_LINES lines. Longer helpers belong in src/ with a test.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = path.resolve(__dirname, '..');
+const NOTEBOOK_DIR = path.join(ROOT, 'notebooks');
+const NOTEBOOKS = fs
+  .readdirSync(NOTEBOOK_DIR)
+  .filter((f) => f.endsWith('.ipynb'))
+  .sort();
+const APT_LINE =
+  'apt-get install -y --no-install-recommends jupyter-nbconvert jupyter-client python3-nbclient jupyter-notebook';
+const JUPYTER = process.env.MTP_JUPYTER ?? '/usr/bin/jupyter';
+const SKIP = process.env.MTP_SKIP_NOTEBOOKS === '1';
+const CELL_TIMEOUT_S = 600; // nbconvert's limit for one cell
+const RUN_TIMEOUT_MS = 15 * 60_000; // one whole notebook, kernel start included (tslab starts in ~3 s, cells vary)
+const MAX_FUNCTION_LINES = 15;
+
+interface Output {
+  output_type: string;
+  name?: string;
+  text?: string | string[];
+  data?: Record<string, unknown>;
+}
+interface Cell {
+  cell_type: string;
+  source: string | string[];
+  metadata: { tags?: string[] };
+  outputs?: Output[];
+}
+interface Notebook {
+  cells: Cell[];
+  metadata: { kernelspec?: { name: string; display_name: string; language: string } };
+}
+
+const readNotebook = (file: string): Notebook => JSON.parse(fs.readFileSync(file, 'utf8')) as Notebook;
+const joined = (s: string | string[] | undefined): string => (Array.isArray(s) ? s.join('') : (s ?? ''));
+const codeCells = (nb: Notebook): Cell[] => nb.cells.filter((c) => c.cell_type === 'code');
+const isTagged = (c: Cell): boolean => (c.metadata.tags ?? []).includes('expect-output');
+
+function jupyterWorks(): boolean {
+  return spawnSync(JUPYTER, ['nbconvert', '--version'], { encoding: 'utf8' }).status === 0;
+}
+
+/** Runs one notebook through nbconvert; returns the process result and the executed file. */
+function execute(name: string, outDir: string, extra: string[] = []) {
+  const out = path.join(outDir, name);
+  const proc = spawnSync(
+    JUPYTER,
+    [
+      'nbconvert', '--to', 'notebook', '--execute',
+      '--ExecutePreprocessor.kernel_name=tslab',
+      `--ExecutePreprocessor.timeout=${CELL_TIMEOUT_S}`,
+      '--output-dir', outDir, '--output', name,
+      ...extra,
+      path.join(NOTEBOOK_DIR, name),
+    ],
+    {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: RUN_TIMEOUT_MS - 60_000,
+      env: { ...process.env, JUPYTER_PATH: [NOTEBOOK_DIR, process.env.JUPYTER_PATH].filter(Boolean).join(path.delimiter) },
+    },
+  );
+  return { proc, out };
+}
+
+/** The stderr streams of an --allow-errors run: where tslab puts a failing cell's traceback. */
+function failureDetails(name: string, outDir: string): string {
+  const { out } = execute(name, outDir, ['--allow-errors']);
+  if (!fs.existsSync(out)) return '';
+  const streams = codeCells(readNotebook(out)).flatMap((c) =>
+    (c.outputs ?? []).filter((o) => o.output_type === 'stream' && o.name === 'stderr').map((o) => joined(o.text)),
+  );
+  return streams.join('\n').split('\n').slice(-40).join('\n');
+}
+
+if (SKIP) console.log('notebooks: execution tests skipped (MTP_SKIP_NOTEBOOKS=1)');
+
+(SKIP ? describe.skip : describe)("notebooks execute with the repo's tslab kernel", () => {
+  if (!SKIP && !jupyterWorks()) {
+    const message =
+      `'${JUPYTER} nbconvert' does not run. Install Jupyter from Debian: ${APT_LINE}` +
+      ' (or point MTP_JUPYTER at another jupyter, or set MTP_SKIP_NOTEBOOKS=1 to skip these tests)';
+    it('needs Jupyter', () => {
+      throw new Error(message);
+    });
+    return;
+  }
+
+  for (const name of NOTEBOOKS) {
+    it(
+      `${name} runs without errors`,
+      () => {
+        const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mtp-notebook-'));
+        try {
+          const { proc, out } = execute(name, outDir);
+          if (proc.error) throw new Error(`nbconvert on ${name}: ${String(proc.error)}`);
+          if (proc.status !== 0) {
+            throw new Error(
+              `nbconvert failed on ${name} (exit status ${proc.status}):\n` +
+                `${(proc.stderr ?? '').split('\n').slice(-25).join('\n')}\n` +
+                `--- stderr streams of the cells (--allow-errors run) ---\n${failureDetails(name, outDir)}`,
+            );
+          }
+          const cells = codeCells(readNotebook(out));
+          const errors = cells.flatMap((c) => (c.outputs ?? []).filter((o) => o.output_type === 'error'));
+          expect(errors, 'error outputs').toEqual([]);
+          const tagged = cells.filter(isTagged);
+          expect(tagged.length, 'cells tagged "expect-output"').toBeGreaterThan(0);
+          for (const cell of tagged) {
+            expect(cell.outputs?.length ?? 0, `no output from cell:\n${joined(cell.source)}`).toBeGreaterThan(0);
+          }
+        } finally {
+          fs.rmSync(outDir, { recursive: true, force: true });
+        }
+      },
+      RUN_TIMEOUT_MS,
+    );
+  }
+});
+
+/** Code with comments and string/template contents blanked, so the rules below see only code. */
+function stripCommentsAndStrings(code: string): string {
+  return code.replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*|(["'`])(?:\\[\s\S]|(?!\1)[^\\])*\1/g, (m, quote?: string) =>
+    quote ? quote + m.slice(1, -1).replace(/[^\n]/g, ' ') + quote : m.replace(/[^\n]/g, ' '),
+  );
+}
+
+/** The module specifiers a cell imports; `code` is the same cell after stripCommentsAndStrings. */
+function importsOf(raw: string, code: string): string[] {
+  const re = /\bimport\s[^'"`;]*?\bfrom\s*["']([^"']+)["']|\bimport\s*["']([^"']+)["']|\b(?:require|import)\s*\(\s*["']([^"']+)["']\s*\)/g;
+  return [...raw.matchAll(re)]
+    .filter((m) => code.startsWith(m[0].slice(0, 6), m.index)) // the keyword is code, not inside a comment or string
+    .map((m) => m[1] ?? m[2] ?? m[3]);
+}
+
+/** Line counts of functions longer than `max` lines: from the line holding `function`/`=> {` to its closing brace. */
+function longFunctions(code: string, max: number): number[] {
+  const lines = code.split('\n');
+  const found: number[] = [];
+  lines.forEach((line, i) => {
+    const start = line.search(/\bfunction\b|=>\s*\{/);
+    if (start < 0) return;
+    let depth = 0;
+    let opened = false;
+    for (let j = i; j < lines.length; j++) {
+      for (const ch of j === i ? lines[j].slice(start) : lines[j]) {
+        if (ch === '{') {
+          depth++;
+          opened = true;
+        } else if (ch === '}') {
+          depth--;
+        }
+        if (opened && depth === 0) {
+          if (j - i + 1 > max) found.push(j - i + 1);
+          return;
+        }
+      }
+    }
+  });
+  return found;
+}
+
+describe('notebooks stay thin (static rules)', () => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+    dependencies?: Record<string, string>;
+  };
+  const deps = new Set(Object.keys(pkg.dependencies ?? {}));
+  const packageOf = (spec: string) => spec.split('/').slice(0, spec.startsWith('@') ? 2 : 1).join('/');
+
+  it('there is at least one notebook', () => {
+    expect(NOTEBOOKS.length).toBeGreaterThan(0);
+  });
+
+  for (const name of NOTEBOOKS) {
+    it(`${name}: repo kernel, allowed imports, no model code`, () => {
+      const nb = readNotebook(path.join(NOTEBOOK_DIR, name));
+      expect(nb.metadata.kernelspec).toEqual({
+        name: 'tslab',
+        display_name: 'TypeScript (mtp-lab)',
+        language: 'typescript',
+      });
+      const problems: string[] = [];
+      codeCells(nb).forEach((cell, k) => {
+        const raw = joined(cell.source);
+        const code = stripCommentsAndStrings(raw);
+        const where = `code cell ${k + 1}`;
+        for (const spec of importsOf(raw, code)) {
+          if (!spec.startsWith('./src/') && !deps.has(packageOf(spec))) {
+            problems.push(`${where}: import "${spec}" (allowed: "./src/..." or a package.json dependency)`);
+          }
+        }
+        if (/\bclass\s/.test(code)) problems.push(`${where}: defines a class (model code belongs in src/)`);
+        if (/\btf\s*\.\s*variable\s*\(/.test(code)) problems.push(`${where}: calls tf.variable( (model code belongs in src/)`);
+        for (const n of longFunctions(code, MAX_FUNCTION_LINES)) {
+          problems.push(`${where}: a ${n}-line function (max ${MAX_FUNCTION_LINES}; move it to src/)`);
+        }
+      });
+      expect(problems).toEqual([]);
+    });
+  }
+});
