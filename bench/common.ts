@@ -68,12 +68,28 @@ export function writeResults(name: string, data: unknown): string {
   return file;
 }
 
-/** Prints rows as an aligned Markdown table. */
-export function printTable(header: string[], rows: (string | number)[][]): void {
+/** Rows as an aligned Markdown table. */
+export function markdownTable(header: string[], rows: (string | number)[][]): string {
   const cells = [header, ...rows.map((r) => r.map(String))];
   const widths = header.map((_, i) => Math.max(...cells.map((r) => r[i].length)));
   const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
-  console.log(line(header));
-  console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
-  for (const r of cells.slice(1)) console.log(line(r));
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...cells.slice(1).map(line)].join('\n');
+}
+
+/**
+ * Replaces the README block between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` with `text`,
+ * so the performance section always shows the latest bench run.
+ */
+export function updateReadme(name: string, text: string): void {
+  const file = path.join(__dirname, '..', 'README.md');
+  const open = `<!-- bench:${name} -->`;
+  const close = `<!-- /bench:${name} -->`;
+  const readme = fs.readFileSync(file, 'utf8');
+  const a = readme.indexOf(open);
+  const b = readme.indexOf(close);
+  if (a < 0 || b < a) throw new Error(`README.md has no ${open} … ${close} block`);
+  const next = readme.slice(0, a + open.length) + '\n' + text.trim() + '\n' + readme.slice(b);
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, next);
+  fs.renameSync(tmp, file);
 }

@@ -14,7 +14,7 @@ import { createModel } from '../src/model/create';
 import { trainFlopsPerToken } from '../src/model/flops';
 import { Trainer } from '../src/train/trainer';
 import { Rng } from '../src/util/rng';
-import { machine, median, peakMatMulGflops, printTable, timeRuns, writeResults } from './common';
+import { machine, markdownTable, median, peakMatMulGflops, timeRuns, updateReadme, writeResults } from './common';
 
 interface Row {
   backend: string;
@@ -34,6 +34,7 @@ async function main() {
     .option('presets', { type: 'string', default: 'tiny,small', describe: `comma list of ${PRESET_NAMES.join(', ')}` })
     .option('steps', { type: 'number', default: 5, describe: 'timed steps (median reported)' })
     .option('warmup', { type: 'number', default: 2, describe: 'untimed steps first' })
+    .option('readme', { type: 'boolean', default: true, describe: 'write the table into README.md' })
     .strict()
     .parseSync();
   const backends = argv.backends.split(',') as BackendName[];
@@ -69,13 +70,17 @@ async function main() {
       tf.disposeVariables();
     }
   }
-  console.log();
-  printTable(
+  const table = markdownTable(
     ['backend', 'preset', 'params', 'ms/step (median)', 'tokens/s', 'GFLOP/s', 'matMul peak GFLOP/s', 'MFU'],
     rows.map((r) => [r.backend, r.preset, r.params, r.msPerStep.toFixed(0), r.tokensPerSec.toFixed(0), r.gflops.toFixed(2), r.peakGflops.toFixed(1), `${(100 * r.mfu).toFixed(1)} %`]),
   );
-  const file = writeResults('train_throughput', { machine: machine(), command: process.argv.slice(2).join(' '), steps: argv.steps, warmup: argv.warmup, rows, unavailable });
-  console.log(`\nresults: ${file}`);
+  const m = machine();
+  const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
+  const file = writeResults('train_throughput', { machine: m, command, steps: argv.steps, warmup: argv.warmup, rows, unavailable });
+  const gone = Object.entries(unavailable).map(([b, why]) => `\`${b}\` not measured: ${why.split('.')[0]}.`);
+  const note = `Training throughput, ${m.cpu} (${m.cores} cores), Node ${m.node}, tfjs ${m.tfjs}; \`${command}\`, median of ${argv.steps} steps after ${argv.warmup} warm-up.`;
+  console.log(`\n${table}\n\nresults: ${file}`);
+  if (argv.readme) updateReadme('train_throughput', [note, '', table, '', ...gone].join('\n'));
 }
 
 main().catch((e) => {

@@ -9,9 +9,13 @@ import { BACKEND_NAMES, BackendName } from './backend/index';
 import { CORPUS_NAMES, CorpusName } from './data/corpora';
 import { TOKENIZER_NAMES } from './data/tokenizer';
 
-/** Which multi-token-prediction variant sits on the trunk (DESIGN §3). */
-export type MtpConfig = { kind: 'none' };
-export const MTP_KINDS = ['none'] as const;
+import { MtpConfig, mtpErrors, parallelSharedLayers } from './mtp_config';
+
+/** How gradients are computed: one joint backward, or head by head (Gloeckle Fig. 2). */
+export const BACKWARD_MODES = ['joint', 'memory-efficient'] as const;
+export type BackwardMode = (typeof BACKWARD_MODES)[number];
+
+export * from './mtp_config';
 
 /** The reference decoder-only transformer (the trunk every variant shares). */
 export interface ModelConfig {
@@ -47,6 +51,7 @@ export interface TrainConfig {
   evalBatches: number;
   seed: number;
   backend: BackendName;
+  backward: BackwardMode;
 }
 
 export interface Config {
@@ -102,6 +107,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   evalBatches: 8,
   seed: 1337,
   backend: 'auto',
+  backward: 'joint',
 };
 
 export const TRAIN_DOCS: Docs<TrainConfig> = {
@@ -122,6 +128,7 @@ export const TRAIN_DOCS: Docs<TrainConfig> = {
   evalBatches: 'validation batches per evaluation (fixed, evenly spaced windows)',
   seed: 'seed of batch sampling; same seed → same batches',
   backend: `tfjs backend: ${BACKEND_NAMES.join(' | ')}`,
+  backward: 'joint (one backward through all heads) or memory-efficient (head by head, Gloeckle Fig. 2; recomputes the trunk forward)',
 };
 
 export const PRESET_NAMES = ['nano', 'tiny', 'small', 'medium'] as const;
@@ -143,7 +150,7 @@ export const PRESETS: Record<PresetName, Preset> = {
   },
   tiny: {
     model: { blockSize: 64, nLayer: 3, nHead: 4, nEmbd: 96 },
-    train: { batchSize: 16, steps: 500, evalEvery: 100, warmupSteps: 30, lr: 3e-3 },
+    train: { batchSize: 16, steps: 800, evalEvery: 100, warmupSteps: 30, lr: 3e-3 },
   },
   small: {
     model: { blockSize: 128, nLayer: 4, nHead: 4, nEmbd: 128 },
@@ -216,8 +223,7 @@ export function validateModel(m: ModelConfig): void {
   if (Number.isInteger(m.nEmbd) && Number.isInteger(m.nHead) && m.nHead > 0 && m.nEmbd % m.nHead !== 0) {
     errors.push(`model.nEmbd (${m.nEmbd}) must be divisible by model.nHead (${m.nHead})`);
   }
-  if (typeof m.mtp !== 'object' || m.mtp === null) errors.push(`model.mtp must be an object like { kind: 'none' }`);
-  else checkOneOf(errors, 'model.mtp.kind', m.mtp.kind, MTP_KINDS);
+  errors.push(...mtpErrors(m.mtp, m.nLayer));
   if (errors.length) throw new Error(`invalid model config:\n  - ${errors.join('\n  - ')}`);
 }
 
@@ -230,6 +236,7 @@ export function validate(cfg: Config): void {
   checkOneOf(errors, 'train.corpus', t.corpus, CORPUS_NAMES);
   checkOneOf(errors, 'train.tokenizer', t.tokenizer, TOKENIZER_NAMES);
   checkOneOf(errors, 'train.backend', t.backend, BACKEND_NAMES);
+  checkOneOf(errors, 'train.backward', t.backward, BACKWARD_MODES);
   checkInt(errors, 'train.maxCorpusBytes', t.maxCorpusBytes, 0);
   checkInt(errors, 'train.batchSize', t.batchSize, 1);
   checkInt(errors, 'train.steps', t.steps, 0);
@@ -255,6 +262,8 @@ export function countParams(m: ModelConfig): number {
   const C = m.nEmbd;
   const hidden = m.mlpRatio * C;
   const block = 2 * 2 * C + C * 3 * C + C * C + C * hidden + hidden + hidden * C + C;
-  const head = m.tieEmbeddings ? 0 : C * m.vocabSize;
-  return m.vocabSize * C + m.blockSize * C + m.nLayer * block + 2 * C + head;
+  const unembed = m.tieEmbeddings ? 0 : C * m.vocabSize;
+  let blocks = m.nLayer;
+  if (m.mtp.kind === 'parallel') blocks = parallelSharedLayers(m.nLayer, m.mtp) + m.mtp.k * m.mtp.headLayers;
+  return m.vocabSize * C + m.blockSize * C + blocks * block + 2 * C + unembed;
 }

@@ -60,15 +60,21 @@ async function trainCommand(argv: Record<string, unknown>): Promise<void> {
   const outDir = (argv.out as string | undefined) ?? `runs/${(argv.preset as string | undefined) ?? 'custom'}`;
   console.log(`backend ${backend.name} (${backend.detail}) | ${countParams(cfg.model).toLocaleString('en-US')} parameters | run folder ${outDir}`);
   console.log(`config ${JSON.stringify(cfg)}`);
-  const bar = progressBar('train', 'loss {loss} | {tps} tok/s | val {val}');
+  const bar = progressBar('train', 'loss {loss} | top-1 per head {acc} | {tps} tok/s | val {val}');
   let val = '-';
-  bar.start(cfg.train.steps, 0, { loss: '-', tps: '-', val });
+  bar.start(cfg.train.steps, 0, { loss: '-', acc: '-', tps: '-', val });
   const result = await trainRun({
     config: cfg,
     outDir,
     resume: argv.resume as boolean,
     overwrite: argv.overwrite as boolean,
-    onStep: (r) => bar.update(r.step, { loss: fmt(r.loss), tps: Math.round((r.tokens * 1000) / r.ms), val }),
+    onStep: (r) =>
+      bar.update(r.step, {
+        loss: r.heads.length > 1 ? `${fmt(r.loss)} (${r.heads.map((h) => fmt(h.loss, 2)).join('/')})` : fmt(r.loss),
+        acc: r.heads.map((h) => fmt(h.acc, 2)).join('/'),
+        tps: Math.round((r.tokens * 1000) / r.ms),
+        val,
+      }),
     onEval: (_, r) => {
       val = fmt(r.loss);
     },

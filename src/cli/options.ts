@@ -9,6 +9,12 @@ import {
   MODEL_DEFAULTS,
   MODEL_DOCS,
   ModelConfig,
+  MTP_DEFAULTS,
+  MTP_DOCS,
+  MTP_KINDS,
+  MtpConfig,
+  MtpKind,
+  PRESETS,
   PRESET_NAMES,
   PresetName,
   resolveConfig,
@@ -33,11 +39,61 @@ function addSection<T extends object>(y: Argv, section: string, defaults: T, doc
   return y;
 }
 
+/** `--mtp.kind` and every variant field, each documented with the kinds it belongs to. */
+function addMtp(y: Argv): Argv {
+  y = y.option('mtp.kind', { describe: 'multi-token-prediction variant [default: none]', choices: MTP_KINDS as unknown as string[], type: 'string', group: 'mtp config:' });
+  const fields = new Map<string, { doc: string; kinds: string[]; def: unknown }>();
+  for (const kind of MTP_KINDS) {
+    const docs = MTP_DOCS[kind] as Record<string, string>;
+    for (const [field, doc] of Object.entries(docs)) {
+      const entry = fields.get(field) ?? { doc, kinds: [], def: (MTP_DEFAULTS[kind] as unknown as Record<string, unknown>)[field] };
+      entry.kinds.push(kind);
+      fields.set(field, entry);
+    }
+  }
+  for (const [field, { doc, kinds, def }] of fields) {
+    const list = Array.isArray(def);
+    y = y.option(`mtp.${field}`, {
+      describe: `(${kinds.join(', ')}) ${doc} [default: ${list ? (def as unknown[]).join(',') || 'empty' : JSON.stringify(def)}]`,
+      type: typeof def === 'number' ? 'number' : typeof def === 'boolean' ? 'boolean' : 'string',
+      group: 'mtp config:',
+    });
+  }
+  return y;
+}
+
 /** Adds --preset and every config field as a flag. */
 export function withConfigOptions(y: Argv): Argv {
   y = y.option('preset', { describe: 'starting point before overrides', choices: PRESET_NAMES as unknown as string[], type: 'string' });
   y = addSection(y, 'model', MODEL_DEFAULTS, MODEL_DOCS);
+  y = addMtp(y);
   return addSection(y, 'train', TRAIN_DEFAULTS, TRAIN_DOCS);
+}
+
+/** Parses a comma list of numbers ('' = empty list). */
+function numberList(flag: string, v: unknown): number[] {
+  const text = String(v).trim();
+  if (text === '') return [];
+  return text.split(',').map((x) => {
+    const n = Number(x);
+    if (x.trim() === '' || !Number.isFinite(n)) throw new Error(`--${flag} must be a comma list of numbers, got '${text}'`);
+    return n;
+  });
+}
+
+/** The mtp config from `--mtp.*` flags on top of the preset's (or none). */
+function mtpFromArgs(argv: Record<string, unknown>, base: MtpConfig): MtpConfig | undefined {
+  const given = Object.entries(argv).filter(([flag, v]) => flag.startsWith('mtp.') && v !== undefined);
+  if (given.length === 0) return undefined;
+  const kind = (argv['mtp.kind'] as MtpKind | undefined) ?? base.kind;
+  const start: Record<string, unknown> = kind === base.kind ? { ...base } : { ...MTP_DEFAULTS[kind] };
+  for (const [flag, v] of given) {
+    const field = flag.slice(4);
+    if (field === 'kind') continue;
+    const def = (MTP_DEFAULTS as unknown as Record<string, Record<string, unknown>>)[kind]?.[field];
+    start[field] = Array.isArray(def) ? numberList(flag, v) : v;
+  }
+  return start as unknown as MtpConfig;
 }
 
 /**
@@ -52,8 +108,9 @@ export function configFromArgs(argv: Record<string, unknown>): Config {
     if (flag.startsWith('model.')) model[flag.slice(6)] = value;
     if (flag.startsWith('train.')) train[flag.slice(6)] = value;
   }
-  return resolveConfig(argv.preset as PresetName | undefined, {
-    model: model as Partial<ModelConfig>,
-    train: train as Partial<TrainConfig>,
-  });
+  const preset = argv.preset as PresetName | undefined;
+  const base = (model.mtp as MtpConfig | undefined) ?? (preset ? PRESETS[preset].model.mtp : undefined) ?? MODEL_DEFAULTS.mtp;
+  const mtp = mtpFromArgs(argv, base);
+  if (mtp) model.mtp = mtp;
+  return resolveConfig(preset, { model: model as Partial<ModelConfig>, train: train as Partial<TrainConfig> });
 }

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { KVCache } from '../model/kv_cache';
 import type { Transformer } from '../model/transformer';
 import { Rng } from '../util/rng';
-import { windowStart } from './context';
+import { planFeed } from './context';
 import { chooseToken, SamplingConfig, validateSampling } from './sampling';
 import { DecodeResult, finishStats } from './stats';
 
@@ -32,13 +32,12 @@ export class ContextFeeder {
 
   /** Next-token logits after `seq` (one host read). */
   async next(seq: number[]): Promise<Float32Array> {
-    const n = seq.length;
-    const s = windowStart(n, this.model.config.blockSize);
-    if (s !== this.start) {
+    const plan = planFeed(this.start, this.cache.length, seq.length, 0, this.model.config.blockSize);
+    if (plan.reset) {
       this.cache.dispose();
-      this.start = s;
+      this.start = plan.start;
     }
-    const feed = seq.slice(this.start + this.cache.length, n);
+    const feed = seq.slice(plan.from);
     const V = this.model.config.vocabSize;
     const row = tf.tidy(() => {
       const logits = this.model.forward(tf.tensor2d([feed], [1, feed.length], 'int32'), { cache: this.cache }); // [1, T, V]
@@ -76,5 +75,5 @@ export async function generate(model: Transformer, prompt: number[], opts: Gener
   }
   const method = sampling.temperature === 0 ? 'greedy' : 'sample';
   const ms = performance.now() - t0;
-  return { tokens: seq.slice(prompt.length), stats: finishStats(method, seq.length - prompt.length, feeder.forwards, feeder.forwards, ms) };
+  return { tokens: seq.slice(prompt.length), stats: finishStats(method, seq.length - prompt.length, feeder.forwards, ms) };
 }

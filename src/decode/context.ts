@@ -29,3 +29,25 @@ export function windowStart(n: number, blockSize: number): number {
 export function roomInWindow(n: number, blockSize: number): number {
   return windowStart(n, blockSize) + blockSize - n + 1;
 }
+
+/** What a decoding forward must feed so its outputs use the right window (see windowStart). */
+export interface FeedPlan {
+  /** Window start the caches must hold after this forward. */
+  start: number;
+  /** True when the caches must be emptied first (the window slid). */
+  reset: boolean;
+  /** Index in the committed sequence from which tokens are fed (before any drafts). */
+  from: number;
+}
+
+/**
+ * Plans a forward that predicts tokens n … n+drafts (n = committed length; drafts = 0 for plain AR,
+ * where the forward predicts token n). All predicted positions share one window (callers keep
+ * drafts < roomInWindow(n + 1)); if it differs from the caches' current one, the caches restart and the
+ * window's committed tokens are fed again.
+ */
+export function planFeed(cacheStart: number, cacheLength: number, n: number, drafts: number, blockSize: number): FeedPlan {
+  const start = windowStart(n + drafts, blockSize);
+  const reset = start !== cacheStart;
+  return { start, reset, from: reset ? start : cacheStart + cacheLength };
+}

@@ -4,11 +4,9 @@ export interface DecodeStats {
   method: string;
   /** Tokens generated (the prompt excluded). */
   newTokens: number;
-  /** Model forwards run, prefill and re-encodes after a context slide included. */
+  /** Model forwards run: the prefill (which yields the first token), every decoding or verification forward. */
   forwards: number;
-  /** Forwards that decoded (verification forwards for speculative decoders; prefill excluded). */
-  decodeForwards: number;
-  /** τ: tokens committed per decoding forward, counting the bonus token (AR = 1). */
+  /** τ: tokens committed per forward, counting the bonus token (AR = 1 exactly). */
   tau: number;
   /** Wall-clock milliseconds for the whole generation (prefill included). */
   ms: number;
@@ -22,14 +20,28 @@ export interface DecodeResult {
 }
 
 /** Fills the derived fields. */
-export function finishStats(method: string, newTokens: number, forwards: number, decodeForwards: number, ms: number): DecodeStats {
+export function finishStats(method: string, newTokens: number, forwards: number, ms: number): DecodeStats {
   return {
     method,
     newTokens,
     forwards,
-    decodeForwards,
-    tau: decodeForwards > 0 ? newTokens / decodeForwards : 0,
+    tau: forwards > 0 ? newTokens / forwards : 0,
     ms,
     tokensPerSec: ms > 0 ? (newTokens * 1000) / ms : 0,
   };
+}
+
+/** Speculative decoders also report how often each draft position was accepted. */
+export interface SpeculativeStats extends DecodeStats {
+  /** Per draft position i = 1.. (0 = the always-certain first token, left out): drafts offered with all earlier ones accepted. */
+  attempts: number[];
+  /** …and of those, accepted. */
+  accepts: number[];
+  /** αᵢ = accepts / attempts: P(draft i accepted | drafts < i accepted), DESIGN §4.8. NaN where never attempted. */
+  alpha: number[];
+}
+
+/** Adds αᵢ to the counts. */
+export function speculativeStats(base: DecodeStats, attempts: number[], accepts: number[]): SpeculativeStats {
+  return { ...base, attempts, accepts, alpha: attempts.map((a, i) => (a > 0 ? accepts[i] / a : NaN)) };
 }

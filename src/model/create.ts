@@ -3,10 +3,12 @@
  * decoders and experiments treat them alike; only the algorithms that truly differ branch on kind.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { ModelConfig } from '../config';
+import type { BackwardMode, ModelConfig } from '../config';
 import { validateModel } from '../config';
+import type { CacheSet } from './cache_set';
 import type { ParamMap } from './params';
-import { crossEntropy, Transformer } from './transformer';
+import type { Transformer } from './transformer';
+import { ParallelModel } from './parallel';
 
 /** Loss of one batch: the scalar to minimise plus per-head loss and top-1 accuracy (for logging). */
 export interface LossOutput {
@@ -14,55 +16,62 @@ export interface LossOutput {
   heads: { loss: tf.Scalar; acc: tf.Scalar }[];
 }
 
+
+export interface LossAndGrads extends LossOutput {
+  /** Gradient per trainable variable, keyed by tf.Variable name. */
+  grads: tf.NamedTensorMap;
+}
+
+export interface DecodeOptions {
+  /** Position ids of the new tokens (default: contiguous after the cache). */
+  positions?: number[];
+  /** Additive attention mask [T, S] (default: causal). */
+  mask?: tf.Tensor2D;
+}
+
 export interface MtpModel {
   readonly config: ModelConfig;
-  /** The shared trunk (embeddings, blocks, final norm, unembedding). */
+  /** The trunk (embeddings, blocks, final norm, unembedding); its full forward is the next-token model. */
   readonly trunk: Transformer;
   /** Future tokens each position is trained to predict (1 = plain next-token model). */
   readonly k: number;
-  /** inputs [B, T] int32, targets [k, B, T] int32 (head i predicts x[t+i+1]) → loss. */
-  loss(inputs: tf.Tensor2D, targets: tf.Tensor3D): LossOutput;
-  /** Variables the optimiser updates. */
-  trainableVariables(): tf.Variable[];
   /** Every named parameter (what a checkpoint holds). */
   readonly params: ParamMap;
+  /** inputs [B, T] int32, targets [k, B, T] int32 (head i predicts x[t+i+1]) → loss. */
+  loss(inputs: tf.Tensor2D, targets: tf.Tensor3D): LossOutput;
+  /** Loss and gradients of the trainable variables (caller disposes grads, loss and head tensors). */
+  lossAndGrads(inputs: tf.Tensor2D, targets: tf.Tensor3D, mode: BackwardMode): LossAndGrads;
+  /** Variables the optimiser updates. */
+  trainableVariables(): tf.Variable[];
+  /** Empty caches for one decoding session (batch 1). */
+  newCaches(): CacheSet;
+  /**
+   * Decoding forward over new tokens (batch 1), appending to the caches: logits of every head,
+   * [k, T, V], head 0 being the next-token distribution. Inside tf.tidy; the caller disposes.
+   */
+  decodeLogits(tokens: number[], caches: CacheSet, opts?: DecodeOptions): tf.Tensor3D;
   dispose(): void;
 }
 
-/** The plain next-token model (mtp.kind = 'none'): the baseline every variant is compared with. */
-class BaseModel implements MtpModel {
-  readonly trunk: Transformer;
-  readonly k = 1;
-
-  constructor(readonly config: ModelConfig) {
-    this.trunk = new Transformer(config);
-  }
-
-  get params(): ParamMap {
-    return this.trunk.params;
-  }
-
-  loss(inputs: tf.Tensor2D, targets: tf.Tensor3D): LossOutput {
-    const [, B, T] = targets.shape;
-    const logits = this.trunk.unembed(this.trunk.trunk(inputs)); // [B, T, V]
-    const head = crossEntropy(logits, tf.reshape(tf.slice(targets, [0, 0, 0], [1, B, T]), [B, T]));
-    return { loss: head.loss, heads: [head] };
-  }
-
-  trainableVariables(): tf.Variable[] {
-    return this.trunk.variables();
-  }
-
-  dispose(): void {
-    this.trunk.dispose();
-  }
+/** Joint backward: one gradient computation through the whole loss. */
+export function jointLossAndGrads(model: MtpModel, inputs: tf.Tensor2D, targets: tf.Tensor3D): LossAndGrads {
+  let heads: LossOutput['heads'] = [];
+  const { value, grads } = tf.variableGrads(() => {
+    const out = model.loss(inputs, targets);
+    heads = out.heads.map((h) => ({ loss: tf.keep(h.loss), acc: tf.keep(h.acc) }));
+    return out.loss;
+  }, model.trainableVariables());
+  return { loss: value, heads, grads };
 }
 
 /** Builds the model a config describes. */
 export function createModel(config: ModelConfig): MtpModel {
   validateModel(config);
-  switch (config.mtp.kind) {
+  const m = config.mtp;
+  switch (m.kind) {
     case 'none':
-      return new BaseModel(config);
+      return new ParallelModel(config, { kind: 'parallel', k: 1, headLayers: 1, matchParams: false, headWeights: [] });
+    case 'parallel':
+      return new ParallelModel(config, m);
   }
 }

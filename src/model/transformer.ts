@@ -49,11 +49,11 @@ export class Transformer {
   }
 
   /**
-   * Runs embeddings and blocks over new tokens. tokens: [B, T] int32 → z: [B, T, C] (before the
-   * final norm — the representation MTP heads branch from). Appends to `cache` when given.
+   * Token + position embeddings of new tokens, and the additive mask they attend with.
+   * tokens: [B, T] int32 → x: [B, T, C], mask: [T, S] with S = cache length + T.
    */
-  trunk(tokens: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
-    const { blockSize, nLayer, nHead, normEps } = this.config;
+  embed(tokens: tf.Tensor2D, opts: ForwardOptions = {}): { x: tf.Tensor3D; mask: tf.Tensor2D } {
+    const { blockSize } = this.config;
     const T = tokens.shape[1];
     const past = opts.cache ? opts.cache.length : 0;
     const positions = opts.positions ?? Array.from({ length: T }, (_, i) => past + i);
@@ -68,16 +68,34 @@ export class Transformer {
     if (mask) {
       if (mask.shape[0] !== T || mask.shape[1] !== S) throw new Error(`mask must be [${T}, ${S}], got [${mask.shape}]`);
     } else {
-      if (S > blockSize) throw new Error(`sequence of ${S} tokens exceeds blockSize ${blockSize}`);
-      mask = this.causal.slice([past, 0], [T, S]);
+      mask = this.causalMask(past, T);
     }
     const pos = tf.tensor1d(positions, 'int32');
     // [B, T, C] = token embedding + position embedding (broadcast over B)
-    let x = tf.add(tf.gather(param(this.params, 'tokEmb'), tokens), tf.gather(param(this.params, 'posEmb'), pos)) as tf.Tensor3D;
-    for (let l = 0; l < nLayer; l++) {
-      x = block(x, this.params, `l${l}.`, nHead, normEps, { mask, cache: opts.cache, layer: l });
-    }
+    const x = tf.add(tf.gather(param(this.params, 'tokEmb'), tokens), tf.gather(param(this.params, 'posEmb'), pos)) as tf.Tensor3D;
+    return { x, mask };
+  }
+
+  /** Causal additive mask [T, past + T] for T new tokens after `past` cached ones. */
+  causalMask(past: number, T: number): tf.Tensor2D {
+    if (past + T > this.config.blockSize) throw new Error(`sequence of ${past + T} tokens exceeds blockSize ${this.config.blockSize}`);
+    return this.causal.slice([past, 0], [T, past + T]);
+  }
+
+  /** Blocks [from, to) over x: [B, T, C] → [B, T, C], appending to the cache's layers when given. */
+  blocks(x: tf.Tensor3D, mask: tf.Tensor2D, from: number, to: number, cache?: KVCache): tf.Tensor3D {
+    const { nHead, normEps } = this.config;
+    for (let l = from; l < to; l++) x = block(x, this.params, `l${l}.`, nHead, normEps, { mask, cache, layer: l });
     return x;
+  }
+
+  /**
+   * Runs embeddings and every block over new tokens. tokens: [B, T] int32 → z: [B, T, C] (before
+   * the final norm). Appends to `cache` when given.
+   */
+  trunk(tokens: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
+    const { x, mask } = this.embed(tokens, opts);
+    return this.blocks(x, mask, 0, this.config.nLayer, opts.cache);
   }
 
   /** Final norm + unembedding. z: [B, T, C] → logits [B, T, V]. */

@@ -84,14 +84,10 @@ export class Trainer {
     const lr = lrAt(this.step, this.cfg);
     const inputs = tf.tensor2d(batch.inputs, [B, T], 'int32');
     const targets = tf.tensor3d(batch.targets, [k, B, T], 'int32');
-    let metrics: tf.Tensor1D | undefined;
-    const { value, grads } = tf.variableGrads(() => {
-      const out = this.model.loss(inputs, targets);
-      metrics = tf.keep(tf.stack(out.heads.flatMap((h) => [h.loss, h.acc])) as tf.Tensor1D); // [2k]
-      return out.loss;
-    }, this.model.trainableVariables());
-    const gradNorm = tf.tidy(() => tf.sqrt(tf.addN(Object.values(grads).map((g) => tf.sum(tf.square(g))))) as tf.Scalar);
-    const packed = tf.tidy(() => tf.concat([tf.reshape(value, [1]), tf.reshape(gradNorm, [1]), metrics!]));
+    const { loss: value, heads: headT, grads } = this.model.lossAndGrads(inputs, targets, this.cfg.backward);
+    // Σ of squares added pairwise: one addN over every gradient exceeds WebGPU's binding limit in compatibility mode.
+    const gradNorm = tf.tidy(() => tf.sqrt(Object.values(grads).map((g) => tf.sum(tf.square(g))).reduce((a, b) => tf.add(a, b))) as tf.Scalar);
+    const packed = tf.tidy(() => tf.stack([value, gradNorm, ...headT.flatMap((h) => [h.loss, h.acc])]));
     const read = await packed.data(); // the step's only device → host sync
     const loss = read[0];
     const norm = read[1];
@@ -101,7 +97,7 @@ export class Trainer {
       this.optimizer.apply(grads, lr, scale);
       scale.dispose();
     } finally {
-      tf.dispose([inputs, targets, value, gradNorm, packed, metrics!, ...Object.values(grads)]);
+      tf.dispose([inputs, targets, value, gradNorm, packed, ...headT.flatMap((h) => [h.loss, h.acc]), ...Object.values(grads)]);
     }
     this.step += 1;
     const heads: HeadMetrics[] = [];
