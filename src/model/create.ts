@@ -37,10 +37,15 @@ export interface MtpModel {
   readonly k: number;
   /** Every named parameter (what a checkpoint holds). */
   readonly params: ParamMap;
-  /** inputs [B, T] int32, targets [k, B, T] int32 (head i predicts x[t+i+1]) → loss. */
-  loss(inputs: tf.Tensor2D, targets: tf.Tensor3D): LossOutput;
+  /**
+   * inputs [B, T] int32, targets [k, B, T] int32 (head i predicts x[t+i+1]) → loss. `progress` is the
+   * fraction of training done (0..1), for loss weights that follow a schedule; evaluation passes 1.
+   */
+  loss(inputs: tf.Tensor2D, targets: tf.Tensor3D, progress?: number): LossOutput;
   /** Loss and gradients of the trainable variables (caller disposes grads, loss and head tensors). */
-  lossAndGrads(inputs: tf.Tensor2D, targets: tf.Tensor3D, mode: BackwardMode): LossAndGrads;
+  lossAndGrads(inputs: tf.Tensor2D, targets: tf.Tensor3D, mode: BackwardMode, progress?: number): LossAndGrads;
+  /** Learning-rate multiplier of a parameter (by its name in `params`); absent = 1 for all. */
+  lrMultiplier?(name: string): number;
   /** Variables the optimiser updates. */
   trainableVariables(): tf.Variable[];
   /** Empty caches for one decoding session (batch 1). */
@@ -54,10 +59,10 @@ export interface MtpModel {
 }
 
 /** Joint backward: one gradient computation through the whole loss. */
-export function jointLossAndGrads(model: MtpModel, inputs: tf.Tensor2D, targets: tf.Tensor3D): LossAndGrads {
+export function jointLossAndGrads(model: MtpModel, inputs: tf.Tensor2D, targets: tf.Tensor3D, progress = 1): LossAndGrads {
   let heads: LossOutput['heads'] = [];
   const { value, grads } = tf.variableGrads(() => {
-    const out = model.loss(inputs, targets);
+    const out = model.loss(inputs, targets, progress);
     heads = out.heads.map((h) => ({ loss: tf.keep(h.loss), acc: tf.keep(h.acc) }));
     return out.loss;
   }, model.trainableVariables());
@@ -73,5 +78,7 @@ export function createModel(config: ModelConfig): MtpModel {
       return new ParallelModel(config, { kind: 'parallel', k: 1, headLayers: 1, matchParams: false, headWeights: [] });
     case 'parallel':
       return new ParallelModel(config, m);
+    default:
+      throw new Error(`mtp.kind '${m.kind}' has no model implementation in this build`);
   }
 }

@@ -25,8 +25,15 @@ export class AdamW {
   private readonly m = new Map<string, tf.Variable>();
   private readonly v = new Map<string, tf.Variable>();
 
-  /** params: stable name → variable (names key the saved state). */
-  constructor(readonly params: Map<string, tf.Variable>, readonly cfg: AdamWConfig) {
+  /**
+   * params: stable name → variable (names key the saved state); lrScale: optional per-parameter
+   * learning-rate multiplier (e.g. Medusa-2's faster heads), 1 where absent.
+   */
+  constructor(
+    readonly params: Map<string, tf.Variable>,
+    readonly cfg: AdamWConfig,
+    readonly lrScale: Map<string, number> = new Map(),
+  ) {
     for (const [name, p] of params) {
       this.m.set(name, tf.variable(tf.zerosLike(p), false));
       this.v.set(name, tf.variable(tf.zerosLike(p), false));
@@ -53,7 +60,7 @@ export class AdamW {
         v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2)));
         let update = tf.div(tf.div(m, bc1), tf.add(tf.sqrt(tf.div(v, bc2)), eps));
         if (weightDecay > 0 && p.rank >= 2) update = tf.add(update, tf.mul(p, weightDecay));
-        p.assign(tf.sub(p, tf.mul(update, lr)));
+        p.assign(tf.sub(p, tf.mul(update, lr * (this.lrScale.get(name) ?? 1))));
       }
     });
   }

@@ -62,7 +62,8 @@ export class Trainer {
   ) {
     const trainable = new Set(model.trainableVariables());
     const named = new Map([...model.params].filter(([, v]) => trainable.has(v)));
-    this.optimizer = new AdamW(named, cfg);
+    const lrScale = new Map([...named.keys()].map((name) => [name, model.lrMultiplier?.(name) ?? 1]));
+    this.optimizer = new AdamW(named, cfg, lrScale);
     this.rng = new Rng(cfg.seed);
     const { batchSize: B } = cfg;
     const T = model.config.blockSize;
@@ -84,7 +85,7 @@ export class Trainer {
     const lr = lrAt(this.step, this.cfg);
     const inputs = tf.tensor2d(batch.inputs, [B, T], 'int32');
     const targets = tf.tensor3d(batch.targets, [k, B, T], 'int32');
-    const { loss: value, heads: headT, grads } = this.model.lossAndGrads(inputs, targets, this.cfg.backward);
+    const { loss: value, heads: headT, grads } = this.model.lossAndGrads(inputs, targets, this.cfg.backward, this.step / Math.max(1, this.cfg.steps));
     // Σ of squares added pairwise: one addN over every gradient exceeds WebGPU's binding limit in compatibility mode.
     const gradNorm = tf.tidy(() => tf.sqrt(Object.values(grads).map((g) => tf.sum(tf.square(g))).reduce((a, b) => tf.add(a, b))) as tf.Scalar);
     const packed = tf.tidy(() => tf.stack([value, gradNorm, ...headT.flatMap((h) => [h.loss, h.acc])]));
