@@ -1,0 +1,144 @@
+/**
+ * Speculative sampling with self-drafting heads (Leviathan et al. 2023, Chen et al. 2023): lossless at
+ * temperature > 0 — the output has exactly the distribution of sampling from the model's next-token
+ * head alone.
+ *
+ * With p the target (next-token head) distribution and q the drafting head's, both after the same
+ * temperature / top-k / top-p:
+ * - the first token of a step is sampled from p itself (it is the previous step's bonus or correction);
+ * - drafts x_j ~ q_j, where q_j is head j's distribution at the last committed position;
+ * - one forward over the block gives p after every prefix; draft x_j is accepted with probability
+ *   min(1, p(x_j)/q_j(x_j)); on rejection a token is drawn from norm(max(0, p − q_j)) and the step ends;
+ * - after the last accepted token the next step's first token is drawn from p (the bonus).
+ * Works for every model whose decodeLogits rows are "head i predicts x[t+i+1]": parallel heads and a
+ * Medusa chain. Seeded: the same seed repeats a run exactly. Temperature 0 is greedy blockwise decoding.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { MtpModel } from '../model/create';
+import { Rng } from '../util/rng';
+import { planFeed, roomInWindow } from './context';
+import { argmax, SamplingConfig, samplingProbs, sampleIndex, validateSampling } from './sampling';
+import { finishStats, SpeculativeStats, speculativeStats } from './stats';
+
+/**
+ * Probability of accepting draft x given target p and proposal q. The default is Leviathan's
+ * min(1, p/q); `naiveAcceptance` (always accept) shows what goes wrong without it.
+ */
+export type AcceptanceRule = (p: ArrayLike<number>, q: ArrayLike<number>, x: number) => number;
+
+export const leviathanAcceptance: AcceptanceRule = (p, q, x) => (q[x] > 0 ? Math.min(1, p[x] / q[x]) : 1);
+
+/** Accepts every draft: the output then follows q, not p (biased; for lessons and tests). */
+export const naiveAcceptance: AcceptanceRule = () => 1;
+
+export interface SpecSamplingOptions extends Partial<SamplingConfig> {
+  maxNewTokens: number;
+  /** Heads used for drafting (default: all). */
+  k?: number;
+  seed?: number;
+  acceptance?: AcceptanceRule;
+}
+
+export interface SpecSamplingResult {
+  tokens: number[];
+  stats: SpeculativeStats;
+  steps: number[];
+}
+
+/** Sampling distribution of a logits row; one-hot argmax at temperature 0. */
+function probs(logits: ArrayLike<number>, s: SamplingConfig): Float64Array {
+  if (s.temperature > 0) return samplingProbs(logits, s);
+  const p = new Float64Array(logits.length);
+  p[argmax(logits)] = 1;
+  return p;
+}
+
+/** norm(max(0, p − q)); p itself when p ≤ q everywhere (possible only through rounding). */
+export function residual(p: ArrayLike<number>, q: ArrayLike<number>): Float64Array {
+  const r = new Float64Array(p.length);
+  let sum = 0;
+  for (let i = 0; i < p.length; i++) sum += r[i] = Math.max(0, p[i] - q[i]);
+  if (sum <= 0) return Float64Array.from(p);
+  for (let i = 0; i < r.length; i++) r[i] /= sum;
+  return r;
+}
+
+export async function speculativeSample(model: MtpModel, prompt: number[], opts: SpecSamplingOptions): Promise<SpecSamplingResult> {
+  const s: SamplingConfig = { temperature: opts.temperature ?? 1, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
+  validateSampling(s);
+  const k = opts.k ?? model.k;
+  if (!Number.isInteger(k) || k < 1 || k > model.k) throw new Error(`speculative sampling: k must be an integer in [1, ${model.k}], got ${k}`);
+  if (prompt.length === 0) throw new Error('speculative sampling: the prompt must hold at least one token');
+  if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) throw new Error(`maxNewTokens must be an integer ≥ 0, got ${opts.maxNewTokens}`);
+  const accept = opts.acceptance ?? leviathanAcceptance;
+  const rng = new Rng(opts.seed ?? 0);
+  const { blockSize, vocabSize: V } = model.config;
+  const seq = [...prompt];
+  const end = prompt.length + opts.maxNewTokens;
+  const caches = model.newCaches();
+  let cacheStart = -1;
+  let forwards = 0;
+  const attempts = new Array(k - 1).fill(0);
+  const accepts = new Array(k - 1).fill(0);
+  const steps: number[] = [];
+  const t0 = performance.now();
+
+  /** Forward over seq[from..n) + block; logits of heads 0..k−1 at the block's positions (rows [head][j]). */
+  const forward = async (block: number[]): Promise<Float32Array[][]> => {
+    const plan = planFeed(cacheStart, caches.length, seq.length, block.length, blockSize);
+    if (plan.reset) {
+      caches.reset();
+      cacheStart = plan.start;
+    }
+    const feed = [...seq.slice(plan.from), ...block];
+    const n = Math.max(1, block.length);
+    const last = tf.tidy(() => tf.slice(model.decodeLogits(feed, caches), [0, feed.length - n, 0], [k, n, V])); // [k, n, V]
+    const flat = (await last.data()) as Float32Array;
+    last.dispose();
+    forwards += 1;
+    return Array.from({ length: k }, (_, i) => Array.from({ length: n }, (_, j) => flat.subarray((i * n + j) * V, (i * n + j + 1) * V)));
+  };
+
+  try {
+    if (opts.maxNewTokens > 0) {
+      let rows = await forward([]);
+      let at = 0; // position (within rows) of the last committed token
+      let first = sampleIndex(probs(rows[0][at], s), rng);
+      while (seq.length < end) {
+        const remaining = end - seq.length;
+        if (remaining === 1) {
+          seq.push(first);
+          steps.push(1);
+          break;
+        }
+        const kk = Math.min(k, remaining, roomInWindow(seq.length + 1, blockSize));
+        const q = Array.from({ length: kk }, (_, j) => (j === 0 ? null : probs(rows[j][at], s)));
+        const block = [first, ...q.slice(1).map((qj) => sampleIndex(qj!, rng))];
+        rows = await forward(block);
+        let a = 1;
+        let next = -1;
+        while (a < kk) {
+          attempts[a - 1] += 1;
+          const p = probs(rows[0][a - 1], s); // target after x_1..x_a
+          const x = block[a];
+          if (rng.next() < accept(p, q[a]!, x)) {
+            accepts[a - 1] += 1;
+            a += 1;
+          } else {
+            next = sampleIndex(residual(p, q[a]!), rng);
+            break;
+          }
+        }
+        seq.push(...block.slice(0, a));
+        steps.push(a);
+        caches.truncate(seq.length - cacheStart);
+        at = a - 1;
+        first = next >= 0 ? next : sampleIndex(probs(rows[0][at], s), rng);
+      }
+    }
+  } finally {
+    caches.dispose();
+  }
+  const base = finishStats(`speculative sampling k=${k}`, seq.length - prompt.length, forwards, performance.now() - t0);
+  return { tokens: seq.slice(prompt.length), stats: speculativeStats(base, attempts, accepts), steps };
+}

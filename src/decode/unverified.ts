@@ -1,0 +1,58 @@
+/**
+ * Unverified parallel emission — LOSSY, for contrast. Every forward emits all k drafted tokens
+ * (the heads' argmaxes, or samples at temperature > 0) without checking them against the next-token
+ * head: the seed article's "the output layer generates several tokens at once". τ = k by
+ * construction, but tokens 2..k are guesses made without seeing tokens 1..k−1, so errors enter the
+ * text and compound. With k = 1 it is plain greedy (or sampled) decoding.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { MtpModel } from '../model/create';
+import { Rng } from '../util/rng';
+import { planFeed, roomInWindow } from './context';
+import { chooseToken, SamplingConfig, validateSampling } from './sampling';
+import { DecodeResult, finishStats } from './stats';
+
+export interface UnverifiedOptions extends Partial<SamplingConfig> {
+  maxNewTokens: number;
+  /** Tokens emitted per forward (heads used; default all). */
+  k?: number;
+  seed?: number;
+}
+
+/** Emits k head predictions per forward without verification (lossy). */
+export async function unverifiedGenerate(model: MtpModel, prompt: number[], opts: UnverifiedOptions): Promise<DecodeResult> {
+  const s: SamplingConfig = { temperature: opts.temperature ?? 0, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
+  validateSampling(s);
+  const k = opts.k ?? model.k;
+  if (!Number.isInteger(k) || k < 1 || k > model.k) throw new Error(`unverified emission: k must be an integer in [1, ${model.k}], got ${k}`);
+  if (prompt.length === 0) throw new Error('unverified emission: the prompt must hold at least one token');
+  const rng = new Rng(opts.seed ?? 0);
+  const { blockSize, vocabSize: V } = model.config;
+  const seq = [...prompt];
+  const end = prompt.length + opts.maxNewTokens;
+  const caches = model.newCaches();
+  let cacheStart = -1;
+  let forwards = 0;
+  const t0 = performance.now();
+  try {
+    while (seq.length < end) {
+      // feed what the caches lack, read the heads at the last position, emit up to k tokens
+      const plan = planFeed(cacheStart, caches.length, seq.length, 0, blockSize);
+      if (plan.reset) {
+        caches.reset();
+        cacheStart = plan.start;
+      }
+      const feed = seq.slice(plan.from);
+      const last = tf.tidy(() => tf.slice(model.decodeLogits(feed, caches), [0, feed.length - 1, 0], [k, 1, V])); // [k, 1, V]
+      const flat = (await last.data()) as Float32Array;
+      last.dispose();
+      forwards += 1;
+      const emit = Math.min(k, end - seq.length, roomInWindow(seq.length, blockSize));
+      for (let i = 0; i < emit; i++) seq.push(chooseToken(flat.subarray(i * V, (i + 1) * V), s, rng));
+    }
+  } finally {
+    caches.dispose();
+  }
+  const method = `unverified k=${k} (lossy)`;
+  return { tokens: seq.slice(prompt.length), stats: finishStats(method, seq.length - prompt.length, forwards, performance.now() - t0) };
+}
