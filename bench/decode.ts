@@ -1,11 +1,8 @@
 /**
  * Decoding speed: greedy AR vs the model's lossless self-speculative decoder, on the same model,
- * prompts and backend, in the same run (Spec-Bench conventions, DESIGN §4.8).
- *
- * For each checkpoint: prompts are windows of the corpus's validation split; every method decodes
- * every prompt `runs` times, interleaved (AR, speculative, AR, …) so machine noise hits both alike;
- * the output of every speculative run must equal AR's token for token (the bench stops otherwise).
- * Reported: τ (tokens per forward), αᵢ (per draft position), tokens/s medians and the speedup ratio.
+ * prompts and backend, in the same run (src/eval/speed.ts: interleaved runs, medians, outputs checked
+ * identical to AR's — the bench stops if one differs). Prompts are windows of the corpus's validation
+ * split. Reports τ, αᵢ, tokens/s and the speedup.
  *
  *   npm run bench:decode -- --ckpt=runs/tiny-par4/model.ckpt [--k=1,2,3,4] [--prompts=8] [--tokens=128] [--runs=5]
  */
@@ -13,21 +10,11 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BACKEND_NAMES, BackendName, initBackend } from '../src/backend/index';
 import { loadCorpus, splitTrainVal } from '../src/data/corpus';
-import { generate } from '../src/decode/ar';
 import { selfSpeculative } from '../src/decode/speculative';
+import { compareWithAR, SpeedRow } from '../src/eval/speed';
 import { loadModel } from '../src/train/run';
 import { Rng } from '../src/util/rng';
-import { machine, markdownTable, median, updateReadme, writeResults } from './common';
-
-interface MethodResult {
-  method: string;
-  k: number;
-  tau: number;
-  alpha: number[];
-  tokensPerSec: number;
-  speedup: number;
-  identical: boolean;
-}
+import { machine, markdownTable, updateReadme, writeResults } from './common';
 
 async function main() {
   const argv = yargs(hideBin(process.argv))
@@ -43,7 +30,7 @@ async function main() {
     .strict()
     .parseSync();
   const backend = await initBackend(argv.backend as BackendName);
-  const rows: (MethodResult & { ckpt: string; variant: string })[] = [];
+  const rows: (SpeedRow & { variant: string })[] = [];
   for (const ckpt of argv.ckpt.split(',')) {
     const { model, tokenizer, config } = loadModel(ckpt);
     const corpus = loadCorpus(config.train.corpus, { maxBytes: config.train.maxCorpusBytes || undefined });
@@ -57,59 +44,20 @@ async function main() {
     const ks = argv.k ? argv.k.split(',').map(Number) : [model.k];
     const variant = config.model.mtp.kind === 'parallel' ? `parallel k=${model.k}` : config.model.mtp.kind;
     console.log(`${ckpt}: ${variant}, ${backend.name}; ${argv.prompts} prompts × ${argv.tokens} tokens × ${argv.runs} runs`);
-    // warm-up (kernel compilation, allocator)
-    await generate(model.trunk, prompts[0], { maxNewTokens: 16 });
-    await selfSpeculative(model, prompts[0], { maxNewTokens: 16 });
-    const arTps: number[] = [];
-    const arTokens: number[][] = [];
-    for (const k of ks) {
-      const specTps: number[] = [];
-      let committed = 0;
-      let forwards = 0;
-      let identical = true;
-      const attempts: number[] = [];
-      const accepts: number[] = [];
-      for (let r = 0; r < argv.runs; r++) {
-        for (let p = 0; p < prompts.length; p++) {
-          const ar = await generate(model.trunk, prompts[p], { maxNewTokens: argv.tokens });
-          if (k === ks[0]) {
-            arTps.push(ar.stats.tokensPerSec);
-            if (r === 0) arTokens.push(ar.tokens);
-          }
-          const spec = await selfSpeculative(model, prompts[p], { maxNewTokens: argv.tokens, k });
-          specTps.push(spec.stats.tokensPerSec);
-          if (JSON.stringify(spec.tokens) !== JSON.stringify(arTokens[p])) identical = false;
-          if (r === 0) {
-            committed += spec.stats.newTokens;
-            forwards += spec.stats.forwards;
-            spec.stats.attempts.forEach((a, i) => (attempts[i] = (attempts[i] ?? 0) + a));
-            spec.stats.accepts.forEach((a, i) => (accepts[i] = (accepts[i] ?? 0) + a));
-          }
-        }
-      }
-      if (!identical) throw new Error(`${ckpt} k=${k}: speculative output differs from greedy AR — a lossless decoder is broken`);
-      const tps = median(specTps);
-      rows.push({
-        ckpt,
-        variant,
-        method: 'self-speculative',
-        k,
-        tau: committed / forwards,
-        alpha: attempts.map((a, i) => accepts[i] / a),
-        tokensPerSec: tps,
-        speedup: tps / median(arTps),
-        identical,
-      });
-      console.log(`  k=${k}: τ ${(committed / forwards).toFixed(2)}, ${tps.toFixed(0)} tokens/s vs AR ${median(arTps).toFixed(0)} → ×${(tps / median(arTps)).toFixed(2)}`);
+    const decoders = ks.map((k) => ({ label: `self-speculative k=${k}`, decode: (m: typeof model, p: number[], n: number) => selfSpeculative(m, p, { maxNewTokens: n, k }) }));
+    const measured = await compareWithAR(model, prompts, decoders, { tokens: argv.tokens, runs: argv.runs });
+    for (const r of measured) {
+      if (!r.identical) throw new Error(`${ckpt} ${r.label}: output differs from greedy AR — a lossless decoder is broken`);
+      rows.push({ ...r, variant });
+      console.log(`  ${r.label}: τ ${r.tau.toFixed(2)}, ${r.tokensPerSec.toFixed(0)} tokens/s vs AR ${r.arTokensPerSec.toFixed(0)} → ×${r.speedup.toFixed(2)}`);
     }
-    rows.push({ ckpt, variant, method: 'greedy AR', k: 1, tau: 1, alpha: [], tokensPerSec: median(arTps), speedup: 1, identical: true });
     model.dispose();
   }
   const m = machine();
   const command = `npm run bench:decode -- ${process.argv.slice(2).join(' ')}`;
   const table = markdownTable(
-    ['model', 'method', 'k', 'τ', 'αᵢ (draft 2, 3, …)', 'tokens/s (median)', 'speedup vs AR'],
-    rows.map((r) => [r.variant, r.method, r.k, r.tau.toFixed(2), r.alpha.map((a) => a.toFixed(2)).join(', ') || '–', r.tokensPerSec.toFixed(0), `×${r.speedup.toFixed(2)}`]),
+    ['model', 'decoder', 'τ', 'αᵢ (draft 2, 3, …)', 'tokens/s (median)', 'AR tokens/s', 'speedup vs AR'],
+    rows.map((r) => [r.variant, r.label, r.tau.toFixed(2), r.alpha.map((a) => a.toFixed(2)).join(', ') || '–', r.tokensPerSec.toFixed(0), r.arTokensPerSec.toFixed(0), `×${r.speedup.toFixed(2)}`]),
   );
   const file = writeResults(argv.name, { machine: m, backend, command, prompts: argv.prompts, tokens: argv.tokens, runs: argv.runs, rows });
   console.log(`\n${table}\n\nresults: ${file}`);

@@ -32,3 +32,31 @@ export type { EvalResult, HeadMetrics } from './train/evaluate';
 export { AdamW } from './train/adamw';
 export type { AdamWConfig, AdamWState } from './train/adamw';
 export { lrAt } from './train/schedule';
+
+export { ParallelModel } from './model/parallel';
+export { MedusaModel, headRankAccuracies } from './model/medusa';
+export { SequentialModel } from './model/sequential';
+export { CacheSet } from './model/cache_set';
+export { forwardFlopsPerToken, trainFlopsPerToken } from './model/flops';
+export type { BackwardMode } from './config';
+
+export { blockwiseGenerate } from './decode/blockwise';
+export type { BlockwiseOptions, BlockwiseResult } from './decode/blockwise';
+export { sequentialGenerate } from './decode/sequential';
+export { medusaGenerate, TYPICAL_DEFAULTS } from './decode/medusa';
+export type { MedusaOptions, MedusaResult } from './decode/medusa';
+export * from './decode/tree';
+export { selfSpeculative } from './decode/speculative';
+export { speculativeSample, leviathanAcceptance, naiveAcceptance, residual } from './decode/spec_sampling';
+export type { AcceptanceRule, SpecSamplingOptions, SpecSamplingResult } from './decode/spec_sampling';
+export { unverifiedGenerate } from './decode/unverified';
+export type { UnverifiedOptions } from './decode/unverified';
+
+export * from './eval/quality';
+export * from './eval/theory';
+export { compareWithAR } from './eval/speed';
+export type { Decoder, SpeedRow, SpeedOptions } from './eval/speed';
+
+export * from './plot/theme';
+export * from './plot/figures';
+export * from './plot/tokens';

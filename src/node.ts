@@ -6,3 +6,6 @@ export { saveCheckpoint, readCheckpoint, loadParams, configDiff, trainerStateOf 
 export type { Checkpoint, CheckpointHeader } from './train/checkpoint';
 export { trainRun, loadModel, prepareData, CHECKPOINT_FILE } from './train/run';
 export type { RunOptions, RunResult } from './train/run';
+export { selfDistillTokens, generateBatch } from './train/self_distill';
+export { FigureWriter, writeFigure, writeCsv } from './plot/write';
+export { showFigure, closeFigureBrowser } from './plot/notebook';

@@ -75,7 +75,7 @@ export async function speculativeSample(model: MtpModel, prompt: number[], opts:
   const { blockSize, vocabSize: V } = model.config;
   const seq = [...prompt];
   const end = prompt.length + opts.maxNewTokens;
-  const caches = model.newCaches();
+  const caches = model.newCaches(k);
   let cacheStart = -1;
   let forwards = 0;
   const attempts = new Array(k - 1).fill(0);

@@ -3,7 +3,11 @@
  * experiments and notebooks call this and read the same statistics (τ, αᵢ, forwards, tokens/s).
  */
 import type { MtpModel } from '../model/create';
+import type { SequentialModel } from '../model/sequential';
 import { blockwiseGenerate, BlockwiseResult } from './blockwise';
+import { medusaGenerate } from './medusa';
+import { chainTree } from './tree';
+import { sequentialGenerate } from './sequential';
 
 export interface SelfSpeculativeOptions {
   maxNewTokens: number;
@@ -18,6 +22,10 @@ export function selfSpeculative(model: MtpModel, prompt: number[], opts: SelfSpe
     case 'none':
     case 'parallel':
       return blockwiseGenerate(model, prompt, opts);
+    case 'sequential':
+      return sequentialGenerate(model as SequentialModel, prompt, opts);
+    case 'medusa':
+      return medusaGenerate(model, prompt, { maxNewTokens: opts.maxNewTokens, tree: chainTree((opts.k ?? model.k) - 1) });
     default:
       throw new Error(`no self-speculative decoder for mtp.kind '${kind}' in this build`);
   }

@@ -8,7 +8,9 @@ import { validateModel } from '../config';
 import type { CacheSet } from './cache_set';
 import type { ParamMap } from './params';
 import type { Transformer } from './transformer';
+import { MedusaModel } from './medusa';
 import { ParallelModel } from './parallel';
+import { SequentialModel } from './sequential';
 
 /** Loss of one batch: the scalar to minimise plus per-head loss and top-1 accuracy (for logging). */
 export interface LossOutput {
@@ -48,11 +50,15 @@ export interface MtpModel {
   lrMultiplier?(name: string): number;
   /** Variables the optimiser updates. */
   trainableVariables(): tf.Variable[];
-  /** Empty caches for one decoding session (batch 1). */
-  newCaches(): CacheSet;
   /**
-   * Decoding forward over new tokens (batch 1), appending to the caches: logits of every head,
-   * [k, T, V], head 0 being the next-token distribution. Inside tf.tidy; the caller disposes.
+   * Empty caches for one decoding session (batch 1). `heads`: how many heads the session decodes with
+   * (default all); heads beyond it are then not computed by decodeLogits.
+   */
+  newCaches(heads?: number): CacheSet;
+  /**
+   * Decoding forward over new tokens (batch 1), appending to the caches: logits of every head the
+   * caches were made for, [heads, T, V], head 0 being the next-token distribution. Inside tf.tidy;
+   * the caller disposes.
    */
   decodeLogits(tokens: number[], caches: CacheSet, opts?: DecodeOptions): tf.Tensor3D;
   dispose(): void;
@@ -78,7 +84,11 @@ export function createModel(config: ModelConfig): MtpModel {
       return new ParallelModel(config, { kind: 'parallel', k: 1, headLayers: 1, matchParams: false, headWeights: [] });
     case 'parallel':
       return new ParallelModel(config, m);
+    case 'sequential':
+      return new SequentialModel(config, m);
+    case 'medusa':
+      return new MedusaModel(config, m);
     default:
-      throw new Error(`mtp.kind '${m.kind}' has no model implementation in this build`);
+      throw new Error(`mtp.kind '${(m as { kind: string }).kind}' has no model implementation in this build`);
   }
 }

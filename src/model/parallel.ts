@@ -146,10 +146,11 @@ export class ParallelModel implements MtpModel {
     return { loss, heads, grads };
   }
 
-  newCaches(): CacheSet {
+  newCaches(heads = this.k): CacheSet {
+    if (!Number.isInteger(heads) || heads < 1 || heads > this.k) throw new Error(`newCaches: heads must be an integer in [1, ${this.k}], got ${heads}`);
     return new CacheSet(
       this.trunk.newCache(),
-      Array.from({ length: this.k - 1 }, () => new KVCache(this.headLayers)),
+      Array.from({ length: heads - 1 }, () => new KVCache(this.headLayers)),
     );
   }
 
@@ -158,8 +159,9 @@ export class ParallelModel implements MtpModel {
       const input = tf.tensor2d([tokens], [1, tokens.length], 'int32');
       const { x, mask } = this.trunk.embed(input, { cache: caches.trunk, positions: opts.positions, mask: opts.mask });
       const z = this.trunk.blocks(x, mask, 0, this.nShared, caches.trunk); // [1, T, C]
-      const logits = Array.from({ length: this.k }, (_, i) => this.trunk.unembed(this.headHidden(i, z, mask, caches))); // k × [1, T, V]
-      return tf.concat(logits, 0) as tf.Tensor3D; // [k, T, V]
+      const heads = 1 + caches.extra.length; // the heads this session decodes with
+      const logits = Array.from({ length: heads }, (_, i) => this.trunk.unembed(this.headHidden(i, z, mask, caches))); // heads × [1, T, V]
+      return tf.concat(logits, 0) as tf.Tensor3D; // [heads, T, V]
     });
   }
 

@@ -24,6 +24,8 @@ export interface RunOptions {
   resume?: boolean;
   /** Start afresh even if outDir already holds a checkpoint (it is replaced at the first evaluation). */
   overwrite?: boolean;
+  /** Sets weights of a fresh model before training (e.g. copies a trained trunk under new heads); not called on resume. */
+  init?: (model: MtpModel) => void;
   onStep?: (r: StepResult) => void;
   onEval?: (step: number, r: EvalResult) => void;
 }
@@ -87,6 +89,8 @@ export async function trainRun(opts: RunOptions): Promise<RunResult> {
     if (checkpoint) {
       loadParams(checkpoint, config.model, model.params, ckptPath);
       trainer.restore(trainerStateOf(checkpoint, ckptPath));
+    } else {
+      opts.init?.(model);
     }
     fs.mkdirSync(opts.outDir, { recursive: true });
     writeFileAtomic(path.join(opts.outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');

@@ -30,6 +30,14 @@ export interface StepResult {
   ms: number;
 }
 
+/**
+ * Training data: token streams (random windows for training, fixed evenly spaced windows for
+ * validation), or a batch sampler with fixed validation batches (e.g. a synthetic task).
+ */
+export type TrainData =
+  | { train: ArrayLike<number>; val: ArrayLike<number> }
+  | { sample: (rng: Rng, B: number, T: number, k: number) => Batch; val: Batch[] };
+
 /** Everything needed to continue a run exactly where it stopped. */
 export interface TrainerState {
   step: number;
@@ -58,7 +66,7 @@ export class Trainer {
   constructor(
     readonly model: MtpModel,
     readonly cfg: TrainConfig,
-    readonly data: { train: ArrayLike<number>; val: ArrayLike<number> },
+    readonly data: TrainData,
   ) {
     const trainable = new Set(model.trainableVariables());
     const named = new Map([...model.params].filter(([, v]) => trainable.has(v)));
@@ -67,7 +75,7 @@ export class Trainer {
     this.rng = new Rng(cfg.seed);
     const { batchSize: B } = cfg;
     const T = model.config.blockSize;
-    this.valBatches = evalBatches(data.val, B, T, model.k, cfg.evalBatches);
+    this.valBatches = 'sample' in data ? data.val : evalBatches(data.val, B, T, model.k, cfg.evalBatches);
   }
 
   /** Tokens consumed per step (B · T). */
@@ -81,7 +89,8 @@ export class Trainer {
     const { batchSize: B, gradClip } = this.cfg;
     const { k } = this.model;
     const T = this.model.config.blockSize;
-    const batch = sampleBatch(this.data.train, B, T, k, this.rng);
+    const data = this.data;
+    const batch = 'sample' in data ? data.sample(this.rng, B, T, k) : sampleBatch(data.train, B, T, k, this.rng);
     const lr = lrAt(this.step, this.cfg);
     const inputs = tf.tensor2d(batch.inputs, [B, T], 'int32');
     const targets = tf.tensor3d(batch.targets, [k, B, T], 'int32');

