@@ -73,12 +73,13 @@ function configFor(corpus: string, mtp: MtpConfig): Config {
   return resolveConfig(undefined, { model: cfg.model, train: { ...cfg.train, steps: Math.min(cfg.train.steps, 30), maxCorpusBytes: 300_000, evalEvery: 30, evalBatches: 2 } });
 }
 
-/** Copies every parameter the two models share (same name and shape): a trained trunk under new heads. */
-function copyShared(from: MtpModel, to: MtpModel): void {
+/** Puts a trained trunk under fresh Medusa heads (W1 = 0, W2 = a copy of the trained LM head). */
+function medusaOnTrunk(from: MtpModel, to: MtpModel): void {
   for (const [name, v] of to.params) {
     const src = from.params.get(name);
     if (src && src.shape.join() === v.shape.join()) v.assign(src);
   }
+  (to as MedusaModel).initHeads();
 }
 
 const rows: SweepRow[] = [];
@@ -165,7 +166,7 @@ async function main(): Promise<void> {
     }
     const K = g.medusa;
     const medusaCfg = configFor(corpus, { ...MTP_DEFAULTS.medusa, heads: K, frozenTrunk: true });
-    const medusa = await trainOrLoad(exp, `${corpus}-medusa1-K${K}`, medusaCfg, (m) => copyShared(reference.model, m));
+    const medusa = await trainOrLoad(exp, `${corpus}-medusa1-K${K}`, medusaCfg, (m) => medusaOnTrunk(reference.model, m));
     const batches = evalBatches(medusa.val, medusaCfg.train.batchSize, medusaCfg.model.blockSize, 1 + K, medusaCfg.train.evalBatches);
     const accuracies = await headRankAccuracies(medusa.model as MedusaModel, batches, 4);
     const optimised = optimizeTree(accuracies, quick ? 8 : 24);

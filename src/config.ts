@@ -257,13 +257,22 @@ export function validate(cfg: Config): void {
   if (errors.length) throw new Error(`invalid train config:\n  - ${errors.join('\n  - ')}`);
 }
 
-/** Number of trainable parameters of a model config (embeddings included). */
+/** Number of parameters of a model config, embeddings and every MTP head or module included. */
 export function countParams(m: ModelConfig): number {
   const C = m.nEmbd;
   const hidden = m.mlpRatio * C;
   const block = 2 * 2 * C + C * 3 * C + C * C + C * hidden + hidden + hidden * C + C;
   const unembed = m.tieEmbeddings ? 0 : C * m.vocabSize;
-  let blocks = m.nLayer;
-  if (m.mtp.kind === 'parallel') blocks = parallelSharedLayers(m.nLayer, m.mtp) + m.mtp.k * m.mtp.headLayers;
-  return m.vocabSize * C + m.blockSize * C + blocks * block + 2 * C + unembed;
+  const trunk = m.vocabSize * C + m.blockSize * C + 2 * C + unembed;
+  const mtp = m.mtp;
+  switch (mtp.kind) {
+    case 'none':
+      return trunk + m.nLayer * block;
+    case 'parallel':
+      return trunk + (parallelSharedLayers(m.nLayer, mtp) + mtp.k * mtp.headLayers) * block;
+    case 'sequential': // per module: two RMSNorm gains, the 2C×C projection, one block
+      return trunk + m.nLayer * block + mtp.depth * (2 * C + 2 * C * C + block);
+    case 'medusa': // per head: W1 (C×C) with bias, W2 (C×V)
+      return trunk + m.nLayer * block + mtp.heads * (C * C + C + C * m.vocabSize);
+  }
 }

@@ -24,6 +24,17 @@ describe('config', () => {
     expect([m.nLayer, m.nEmbd, m.nHead, m.blockSize]).toEqual([6, 256, 8, 256]);
   });
 
+  it('countParams equals the variables every variant creates', async () => {
+    const { createModel } = await import('../src/model/create');
+    const { MTP_DEFAULTS } = await import('../src/config');
+    for (const mtp of [MTP_DEFAULTS.none, { ...MTP_DEFAULTS.parallel, k: 3 }, { ...MTP_DEFAULTS.parallel, k: 3, matchParams: true }, { ...MTP_DEFAULTS.sequential, depth: 2 }, { ...MTP_DEFAULTS.medusa, heads: 3 }]) {
+      const cfg = resolveConfig('nano', { model: { nLayer: 5, mtp } }).model;
+      const model = createModel(cfg);
+      expect([...model.params.values()].reduce((a, v) => a + v.size, 0), mtp.kind).toBe(countParams(cfg));
+      model.dispose();
+    }
+  });
+
   const bad: [string, Parameters<typeof resolveConfig>[1], RegExp][] = [
     ['width not divisible by heads', { model: { nEmbd: 30, nHead: 4 } }, /model.nEmbd \(30\) must be divisible by model.nHead \(4\)/],
     ['zero layers', { model: { nLayer: 0 } }, /model.nLayer must be an integer ≥ 1, got 0/],

@@ -19,6 +19,8 @@ import { generate } from '../decode/ar';
 import type { Tokenizer } from '../data/tokenizer';
 import type { Transformer } from '../model/transformer';
 import { evaluate } from '../train/evaluate';
+import { MedusaModel } from '../model/medusa';
+import { copyParams, readCheckpoint } from '../train/checkpoint';
 import { loadModel, trainRun } from '../train/run';
 import { configFromArgs, withConfigOptions } from './options';
 import { progressBar } from './progress';
@@ -63,11 +65,19 @@ async function trainCommand(argv: Record<string, unknown>): Promise<void> {
   const bar = progressBar('train', 'loss {loss} | top-1 per head {acc} | {tps} tok/s | val {val}');
   let val = '-';
   bar.start(cfg.train.steps, 0, { loss: '-', acc: '-', tps: '-', val });
+  const initFrom = argv.init as string | undefined;
   const result = await trainRun({
     config: cfg,
     outDir,
     resume: argv.resume as boolean,
     overwrite: argv.overwrite as boolean,
+    init: initFrom
+      ? (model) => {
+          const n = copyParams(readCheckpoint(initFrom), model.params, initFrom);
+          if (model instanceof MedusaModel) model.initHeads(); // W2 = a copy of the loaded LM head
+          console.log(`initialised ${n} parameter tensors from ${initFrom}`);
+        }
+      : undefined,
     onStep: (r) =>
       bar.update(r.step, {
         loss: r.heads.length > 1 ? `${fmt(r.loss)} (${r.heads.map((h) => fmt(h.loss, 2)).join('/')})` : fmt(r.loss),
@@ -141,6 +151,7 @@ async function main(): Promise<void> {
           .option('resume', { type: 'boolean', default: false, describe: 'continue from the run folder’s checkpoint' })
           .option('overwrite', { type: 'boolean', default: false, describe: 'start afresh even if the run folder holds a checkpoint' })
           .option('sample', { type: 'number', default: 0, describe: 'tokens to generate after training (0 = none)' })
+          .option('init', { type: 'string', describe: 'copy same-named, same-shaped weights from this checkpoint first (e.g. a trained trunk under new Medusa heads)' })
           .check(positiveInt('sample')),
       (argv) => trainCommand(argv),
     )

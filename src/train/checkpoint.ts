@@ -148,6 +148,26 @@ export function loadParams(ckpt: Checkpoint, modelConfig: ModelConfig, params: P
   });
 }
 
+/**
+ * Copies every checkpoint parameter whose name and shape the model also has (e.g. a trained trunk under
+ * freshly initialised MTP heads); returns how many tensors were copied, and refuses a checkpoint that
+ * shares none.
+ */
+export function copyParams(ckpt: Checkpoint, params: ParamMap, file = 'checkpoint'): number {
+  const shapes = new Map(ckpt.header.tensors.map((t) => [t.name, t.shape]));
+  let copied = 0;
+  tf.tidy(() => {
+    for (const [name, v] of params) {
+      const shape = shapes.get(`param/${name}`);
+      if (!shape || JSON.stringify(shape) !== JSON.stringify(v.shape)) continue;
+      v.assign(tf.tensor(ckpt.tensors.get(`param/${name}`)!, v.shape, 'float32'));
+      copied += 1;
+    }
+  });
+  if (copied === 0) throw new Error(`${file} shares no parameter (same name and shape) with the model`);
+  return copied;
+}
+
 /** The trainer state saved in a checkpoint (for --resume), or an error if it holds none. */
 export function trainerStateOf(ckpt: Checkpoint, file = 'checkpoint'): TrainerState {
   const { header, tensors } = ckpt;
