@@ -61,10 +61,13 @@ let nPrompts = 6;
 let nTokens = 96;
 let runs = 3;
 
-/** The k (and D, K) values swept; the prose corpus gets a shorter list to fit the time budget. */
+/** The k (and D, K) values swept per corpus (flags --parallel, --sequential, --medusa, --prose*). */
 function grid(corpus: string): { parallel: number[]; sequential: number[]; medusa: number } {
   if (quick) return { parallel: [1, 2, 4], sequential: [1], medusa: 2 };
-  return corpus === 'code' ? { parallel: [1, 2, 3, 4, 6, 8], sequential: [1, 2, 3, 4], medusa: 5 } : { parallel: [1, 2, 4], sequential: [1, 2], medusa: 5 };
+  const list = (flag: string) => String(exp.args[flag]).split(',').map(Number);
+  return corpus === 'code'
+    ? { parallel: list('parallel'), sequential: list('sequential'), medusa: exp.args.medusa as number }
+    : { parallel: list('proseParallel'), sequential: list('proseSequential'), medusa: exp.args.medusa as number };
 }
 
 function configFor(corpus: string, mtp: MtpConfig): Config {
@@ -142,7 +145,12 @@ async function main(): Promise<void> {
       .option('corpora', { type: 'string', default: 'code,prose', describe: 'corpora to sweep' })
       .option('prompts', { type: 'number', describe: 'validation prompts per model [default: 6, quick 2]' })
       .option('tokens', { type: 'number', describe: 'tokens generated per prompt [default: 96, quick 24]' })
-      .option('runs', { type: 'number', describe: 'timed repetitions [default: 3, quick 1]' }),
+      .option('runs', { type: 'number', describe: 'timed repetitions [default: 3, quick 1]' })
+    .option('parallel', { type: 'string', default: '1,2,4,8', describe: 'parallel k values (code corpus; k = 1 is the plain model)' })
+    .option('sequential', { type: 'string', default: '1,2,3', describe: 'sequential D values (code corpus)' })
+    .option('medusa', { type: 'number', default: 5, describe: 'Medusa heads K (chains of 1..K heads and an optimised tree are decoded)' })
+    .option('proseParallel', { type: 'string', default: '1,4', describe: 'parallel k values on the prose corpus' })
+    .option('proseSequential', { type: 'string', default: '1', describe: 'sequential D values on the prose corpus' }),
   );
   quick = exp.quick;
   writer = figureWriter(exp);

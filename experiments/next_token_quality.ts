@@ -42,7 +42,7 @@ async function scoredAccuracy(model: MtpModel, batches: SyntheticBatch[]): Promi
 
 async function main(): Promise<void> {
   const exp = await startExperiment('next_token_quality', 'Next-token quality of MTP-trained trunks vs k = 1', (y) =>
-    y.option('inductionSteps', { type: 'number', describe: 'training steps on the induction task [default: 600, quick 20]' }),
+    y.option('inductionSteps', { type: 'number', describe: 'training steps on the induction task [default: 300, quick 20]' }),
   );
   const rows: object[] = [];
   const sweepFile = path.join(exp.quick ? path.join('runs', 'experiments-quick', 'k_sweep') : path.join('figures', 'k_sweep'), 'results.json');
@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   }
 
   const task = inductionTask({ vocab: 32, nameLength: 3, names: 2, occurrences: 2, keys: 16 });
-  const steps = (exp.args.inductionSteps as number | undefined) ?? (exp.quick ? 20 : 600);
+  const steps = (exp.args.inductionSteps as number | undefined) ?? (exp.quick ? 20 : 300);
   const model: ModelConfig = { ...exp.base.model, vocabSize: task.vocabSize, blockSize: 48 };
   const variants: { label: string; mtp: MtpConfig }[] = [
     { label: 'k = 1', mtp: { kind: 'none' } },

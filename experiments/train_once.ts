@@ -21,7 +21,7 @@ async function main(): Promise<void> {
   );
   exp.workDir = path.join(path.dirname(path.dirname(exp.workDir)), 'k_sweep', 'models'); // share the k-sweep's models
   const corpus = exp.args.corpus as Config['train']['corpus'];
-  const ks = exp.quick ? [1, 2, 4] : [1, 2, 3, 4, 6, 8];
+  const ks = exp.quick ? [1, 2, 4] : [1, 2, 4, 8]; // the k-sweep's parallel models, reused
   const kMax = ks[ks.length - 1];
   const configFor = (mtp: MtpConfig): Config => {
     const cfg = resolveConfig(undefined, { model: { ...exp.base.model, mtp }, train: { ...exp.base.train, corpus } });
