@@ -60,3 +60,4 @@ export type { Decoder, SpeedRow, SpeedOptions } from './eval/speed';
 export * from './plot/theme';
 export * from './plot/figures';
 export * from './plot/tokens';
+export { sequentialSpeculativeSample, sequentialUnverified } from './decode/sequential_sampling';

@@ -3,8 +3,8 @@
  * plain model of the same seed; the D-module loss equals an independent float64 reference with the λ
  * schedule; greedy output equals plain greedy (random weights, several seeds, D = 1, 2, 3, past the
  * context limit) and with trained modules; τ = 1 with wrong drafts and τ = k with right ones; the
- * lagging module caches equal full forwards after every step, through rejections and window slides;
- * no tensor leaks.
+ * lagging module caches equal full forwards after every step, through rejections and window slides,
+ * with greedy, sampled (speculative sampling) and unverified drafts; no tensor leaks.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
@@ -13,7 +13,8 @@ import { initBackend } from '../src/backend/index';
 import { createModel } from '../src/model/create';
 import { lambdaAt, SequentialModel } from '../src/model/sequential';
 import { generate } from '../src/decode/ar';
-import { SequentialSession, sequentialGenerate } from '../src/decode/sequential';
+import { SequentialSession, sequentialGenerate, StepRule } from '../src/decode/sequential';
+import { emissionRule, speculativeRule } from '../src/decode/sequential_sampling';
 import { selfSpeculative } from '../src/decode/speculative';
 import { Trainer } from '../src/train/trainer';
 import { Rng } from '../src/util/rng';
@@ -125,10 +126,10 @@ function oracle(model: SequentialModel, truth: number[], right: (index: number) 
   return wrapped;
 }
 
-/** Decodes step by step, checking the caches against full forwards after the prefill and every step. */
-async function decodeChecked(model: SequentialModel, prompt: number[], newTokens: number, wrap?: (start: () => number) => SequentialModel): Promise<SequentialSession> {
+/** Decodes step by step (greedy unless a rule is given), checking the caches against full forwards after the prefill and every step. */
+async function decodeChecked(model: SequentialModel, prompt: number[], newTokens: number, wrap?: (start: () => number) => SequentialModel, rule?: StepRule): Promise<SequentialSession> {
   let s: SequentialSession | undefined;
-  s = new SequentialSession(wrap ? wrap(() => s!.start) : model, prompt, model.depth);
+  s = new SequentialSession(wrap ? wrap(() => s!.start) : model, prompt, model.depth, rule);
   await s.prefill();
   expectCachesMatchFullForward(model, s);
   while (s.seq.length < prompt.length + newTokens) {
@@ -265,6 +266,21 @@ describe('sequential self-speculative decoding is lossless', { timeout: 30_000 }
     expect(s.accepts[0]).toBeLessThan(s.attempts[0]);
     expect(s.start).toBeGreaterThan(0);
     s.dispose();
+    m.dispose();
+  });
+
+  it('sampled drafts and corrections keep the lag right: caches equal full forwards after every step under speculative sampling and unverified emission (D = 3)', async () => {
+    const m = make(3, { seed: 9 });
+    const T1 = { temperature: 1, topK: 0, topP: 1 };
+    const s = await decodeChecked(m, [2, 7, 1, 8], 70, undefined, speculativeRule(T1, new Rng(1)));
+    expect(s.accepts[0]).toBeGreaterThan(0);
+    expect(s.accepts[2]).toBeGreaterThan(0);
+    expect(s.accepts[0]).toBeLessThan(s.attempts[0]);
+    expect(s.start).toBeGreaterThan(0);
+    s.dispose();
+    const u = await decodeChecked(m, [2, 7, 1, 8], 70, undefined, emissionRule(T1, new Rng(2)));
+    expect(u.accepts).toEqual(u.attempts);
+    u.dispose();
     m.dispose();
   });
 

@@ -74,3 +74,11 @@ export function sampleIndex(p: ArrayLike<number>, rng: Rng): number {
 export function chooseToken(logits: ArrayLike<number>, s: SamplingConfig, rng: Rng): number {
   return s.temperature === 0 ? argmax(logits) : sampleIndex(samplingProbs(logits, s), rng);
 }
+
+/** The distribution a decoder samples from: samplingProbs at temperature > 0, one-hot argmax at 0. */
+export function tokenDistribution(logits: ArrayLike<number>, s: SamplingConfig): Float64Array {
+  if (s.temperature > 0) return samplingProbs(logits, s);
+  const p = new Float64Array(logits.length);
+  p[argmax(logits)] = 1;
+  return p;
+}

@@ -12,12 +12,15 @@
  * - after the last accepted token the next step's first token is drawn from p (the bonus).
  * Works for every model whose decodeLogits rows are "head i predicts x[t+i+1]": parallel heads and a
  * Medusa chain. Seeded: the same seed repeats a run exactly. Temperature 0 is greedy blockwise decoding.
+ * Sequential models, whose modules draft one after another, go to decode/sequential_sampling.ts.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MtpModel } from '../model/create';
+import type { SequentialModel } from '../model/sequential';
 import { Rng } from '../util/rng';
 import { planFeed, roomInWindow } from './context';
-import { argmax, SamplingConfig, samplingProbs, sampleIndex, validateSampling } from './sampling';
+import { SamplingConfig, sampleIndex, tokenDistribution, validateSampling } from './sampling';
+import { sequentialSpeculativeSample } from './sequential_sampling';
 import { finishStats, SpeculativeStats, speculativeStats } from './stats';
 
 /**
@@ -45,14 +48,6 @@ export interface SpecSamplingResult {
   steps: number[];
 }
 
-/** Sampling distribution of a logits row; one-hot argmax at temperature 0. */
-function probs(logits: ArrayLike<number>, s: SamplingConfig): Float64Array {
-  if (s.temperature > 0) return samplingProbs(logits, s);
-  const p = new Float64Array(logits.length);
-  p[argmax(logits)] = 1;
-  return p;
-}
-
 /** norm(max(0, p − q)); p itself when p ≤ q everywhere (possible only through rounding). */
 export function residual(p: ArrayLike<number>, q: ArrayLike<number>): Float64Array {
   const r = new Float64Array(p.length);
@@ -64,6 +59,7 @@ export function residual(p: ArrayLike<number>, q: ArrayLike<number>): Float64Arr
 }
 
 export async function speculativeSample(model: MtpModel, prompt: number[], opts: SpecSamplingOptions): Promise<SpecSamplingResult> {
+  if (model.config.mtp.kind === 'sequential') return sequentialSpeculativeSample(model as SequentialModel, prompt, opts);
   const s: SamplingConfig = { temperature: opts.temperature ?? 1, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
   validateSampling(s);
   const k = opts.k ?? model.k;
@@ -103,7 +99,7 @@ export async function speculativeSample(model: MtpModel, prompt: number[], opts:
     if (opts.maxNewTokens > 0) {
       let rows = await forward([]);
       let at = 0; // position (within rows) of the last committed token
-      let first = sampleIndex(probs(rows[0][at], s), rng);
+      let first = sampleIndex(tokenDistribution(rows[0][at], s), rng);
       while (seq.length < end) {
         const remaining = end - seq.length;
         if (remaining === 1) {
@@ -112,14 +108,14 @@ export async function speculativeSample(model: MtpModel, prompt: number[], opts:
           break;
         }
         const kk = Math.min(k, remaining, roomInWindow(seq.length + 1, blockSize));
-        const q = Array.from({ length: kk }, (_, j) => (j === 0 ? null : probs(rows[j][at], s)));
+        const q = Array.from({ length: kk }, (_, j) => (j === 0 ? null : tokenDistribution(rows[j][at], s)));
         const block = [first, ...q.slice(1).map((qj) => sampleIndex(qj!, rng))];
         rows = await forward(block);
         let a = 1;
         let next = -1;
         while (a < kk) {
           attempts[a - 1] += 1;
-          const p = probs(rows[0][a - 1], s); // target after x_1..x_a
+          const p = tokenDistribution(rows[0][a - 1], s); // target after x_1..x_a
           const x = block[a];
           if (rng.next() < accept(p, q[a]!, x)) {
             accepts[a - 1] += 1;
@@ -133,7 +129,7 @@ export async function speculativeSample(model: MtpModel, prompt: number[], opts:
         steps.push(a);
         caches.truncate(seq.length - cacheStart);
         at = a - 1;
-        first = next >= 0 ? next : sampleIndex(probs(rows[0][at], s), rng);
+        first = next >= 0 ? next : sampleIndex(tokenDistribution(rows[0][at], s), rng);
       }
     }
   } finally {

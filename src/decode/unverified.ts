@@ -3,13 +3,16 @@
  * (the heads' argmaxes, or samples at temperature > 0) without checking them against the next-token
  * head: the seed article's "the output layer generates several tokens at once". τ = k by
  * construction, but tokens 2..k are guesses made without seeing tokens 1..k−1, so errors enter the
- * text and compound. With k = 1 it is plain greedy (or sampled) decoding.
+ * text and compound. With k = 1 it is plain greedy (or sampled) decoding. Sequential models, whose
+ * modules draft one after another, go to decode/sequential_sampling.ts.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MtpModel } from '../model/create';
+import type { SequentialModel } from '../model/sequential';
 import { Rng } from '../util/rng';
 import { planFeed, roomInWindow } from './context';
 import { chooseToken, SamplingConfig, validateSampling } from './sampling';
+import { sequentialUnverified } from './sequential_sampling';
 import { DecodeResult, finishStats } from './stats';
 
 export interface UnverifiedOptions extends Partial<SamplingConfig> {
@@ -21,6 +24,7 @@ export interface UnverifiedOptions extends Partial<SamplingConfig> {
 
 /** Emits k head predictions per forward without verification (lossy). */
 export async function unverifiedGenerate(model: MtpModel, prompt: number[], opts: UnverifiedOptions): Promise<DecodeResult> {
+  if (model.config.mtp.kind === 'sequential') return sequentialUnverified(model as SequentialModel, prompt, opts);
   const s: SamplingConfig = { temperature: opts.temperature ?? 0, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
   validateSampling(s);
   const k = opts.k ?? model.k;
