@@ -20,6 +20,7 @@ import { SamplingConfig, samplingProbs } from '../src/decode/sampling';
 import { sequentialGenerate } from '../src/decode/sequential';
 import { AcceptanceRule, naiveAcceptance, speculativeSample } from '../src/decode/spec_sampling';
 import { unverifiedGenerate } from '../src/decode/unverified';
+import { chiSquare } from './helpers';
 
 const V = 6;
 const cfg: ModelConfig = {
@@ -58,25 +59,6 @@ function firstTwo(joint3: number[]): number[] {
   return Array.from({ length: V * V }, (_, i) => joint3.slice(i * V, (i + 1) * V).reduce((a, b) => a + b, 0));
 }
 
-/**
- * Pearson chi-square of observed counts against expected probabilities, pooling cells whose expected
- * count is below 5; returns the statistic and the 0.999 critical value (Wilson–Hilferty).
- */
-function chiSquare(counts: number[], probs: number[], n: number): { stat: number; critical: number } {
-  const bins: [number, number][] = [];
-  let pooled: [number, number] = [0, 0];
-  counts.forEach((c, i) => {
-    const e = probs[i] * n;
-    if (e < 5) pooled = [pooled[0] + c, pooled[1] + e];
-    else bins.push([c, e]);
-  });
-  if (pooled[1] > 0) bins.push(pooled);
-  const stat = bins.reduce((acc, [o, e]) => acc + (o - e) ** 2 / Math.max(e, 1e-9), 0);
-  const df = bins.length - 1;
-  const z = 3.0902; // standard normal 0.999 quantile
-  const critical = df * (1 - 2 / (9 * df) + z * Math.sqrt(2 / (9 * df))) ** 3;
-  return { stat, critical };
-}
 
 /** Counts of the first three tokens over `runs` seeded runs with both modules drafting. */
 async function sampleJoint3(model: SequentialModel, s: SamplingConfig, runs: number, acceptance?: AcceptanceRule): Promise<number[]> {

@@ -15,6 +15,7 @@ import { blockwiseGenerate } from '../src/decode/blockwise';
 import { SamplingConfig, samplingProbs } from '../src/decode/sampling';
 import { AcceptanceRule, naiveAcceptance, speculativeSample } from '../src/decode/spec_sampling';
 import { unverifiedGenerate } from '../src/decode/unverified';
+import { chiSquare } from './helpers';
 
 const V = 6;
 const cfg: ModelConfig = {
@@ -44,25 +45,6 @@ function exactJoint(model: MtpModel, s: SamplingConfig): number[] {
   return joint;
 }
 
-/**
- * Pearson chi-square of observed counts against expected probabilities, pooling cells whose expected
- * count is below 5; returns the statistic and the 0.999 critical value (Wilson–Hilferty).
- */
-function chiSquare(counts: number[], probs: number[], n: number): { stat: number; critical: number } {
-  const bins: [number, number][] = [];
-  let pooled: [number, number] = [0, 0];
-  counts.forEach((c, i) => {
-    const e = probs[i] * n;
-    if (e < 5) pooled = [pooled[0] + c, pooled[1] + e];
-    else bins.push([c, e]);
-  });
-  if (pooled[1] > 0) bins.push(pooled);
-  const stat = bins.reduce((acc, [o, e]) => acc + (o - e) ** 2 / Math.max(e, 1e-9), 0);
-  const df = bins.length - 1;
-  const z = 3.0902; // standard normal 0.999 quantile
-  const critical = df * (1 - 2 / (9 * df) + z * Math.sqrt(2 / (9 * df))) ** 3;
-  return { stat, critical };
-}
 
 async function sampleJoint(model: MtpModel, s: SamplingConfig, acceptance?: AcceptanceRule): Promise<number[]> {
   const counts = new Array(V * V).fill(0);

@@ -15,7 +15,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MtpModel } from '../model/create';
-import { planFeed, roomInWindow } from './context';
+import { roomInWindow } from './context';
+import { checkDecodeArgs, HeadsSession } from './heads_session';
 import { finishStats, SpeculativeStats, speculativeStats } from './stats';
 
 export interface BlockwiseOptions {
@@ -35,54 +36,39 @@ export interface BlockwiseResult {
 /** Greedy blockwise decoding of `maxNewTokens` tokens after `prompt` with the model's heads. */
 export async function blockwiseGenerate(model: MtpModel, prompt: number[], opts: BlockwiseOptions): Promise<BlockwiseResult> {
   const k = opts.k ?? model.k;
-  if (!Number.isInteger(k) || k < 1 || k > model.k) throw new Error(`blockwise: k must be an integer in [1, ${model.k}] (the model's heads), got ${k}`);
-  if (prompt.length === 0) throw new Error('blockwise: the prompt must hold at least one token');
-  if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) {
-    throw new Error(`blockwise: maxNewTokens must be an integer ≥ 0, got ${opts.maxNewTokens}`);
-  }
-  const { blockSize } = model.config;
-  const seq = [...prompt];
+  checkDecodeArgs('blockwise', model, prompt, opts.maxNewTokens, k);
+  const session = new HeadsSession(model, prompt, k);
+  const seq = session.seq;
   const end = prompt.length + opts.maxNewTokens;
-  const caches = model.newCaches(k);
-  let cacheStart = -1;
-  let forwards = 0;
   const attempts = new Array(k - 1).fill(0);
   const accepts = new Array(k - 1).fill(0);
   const steps: number[] = [];
   const t0 = performance.now();
 
-  /** Runs one forward over seq[from..n) + drafts; returns argmax [k][T] of the fed positions. */
-  const forward = async (drafts: number[]): Promise<Int32Array[]> => {
-    const plan = planFeed(cacheStart, caches.length, seq.length, drafts.length, blockSize);
-    if (plan.reset) {
-      caches.reset();
-      cacheStart = plan.start;
-    }
-    const feed = [...seq.slice(plan.from), ...drafts];
-    const argmax = tf.tidy(() => tf.argMax(model.decodeLogits(feed, caches), 2)); // [kModel, T]
-    const flat = (await argmax.data()) as Int32Array; // the step's one device → host read
+  /** One forward; each head's argmax at the last `rows` fed positions ([k][rows]), in one host read. */
+  const argmaxRows = async (drafts: number[], rows: number): Promise<Int32Array[]> => {
+    const logits = session.forward(drafts, rows); // [k, rows, V]
+    const argmax = tf.argMax(logits, 2); // [k, rows]
+    logits.dispose();
+    const flat = (await argmax.data()) as Int32Array;
     argmax.dispose();
-    forwards += 1;
-    const T = feed.length;
-    return Array.from({ length: k }, (_, i) => flat.subarray(i * T, (i + 1) * T));
+    return Array.from({ length: k }, (_, i) => flat.subarray(i * rows, (i + 1) * rows));
   };
 
   try {
     if (opts.maxNewTokens > 0) {
-      let heads = await forward([]); // prefill
-      let drafts = heads.map((h) => h[h.length - 1]); // d₁..d_k at the last prompt position
+      let drafts = (await argmaxRows([], 1)).map((h) => h[0]); // prefill: d₁..d_k at the last prompt position
       while (seq.length < end) {
         const remaining = end - seq.length;
         if (remaining === 1) {
-          seq.push(drafts[0]); // certain: no forward needed for the last token
+          session.commit([drafts[0]]); // certain: no forward needed for the last token
           steps.push(1);
           break;
         }
-        const kk = Math.min(k, remaining, roomInWindow(seq.length + 1, blockSize));
+        const kk = Math.min(k, remaining, roomInWindow(seq.length + 1, model.config.blockSize));
         const block = drafts.slice(0, kk);
-        heads = await forward(block);
-        const T = heads[0].length;
-        const greedy = heads[0].subarray(T - kk); // greedy token after d₁..d_j, j = 1..kk
+        const heads = await argmaxRows(block, kk);
+        const greedy = heads[0]; // greedy token after d₁..d_j, j = 1..kk
         let a = 1;
         while (a < kk) {
           attempts[a - 1] += 1;
@@ -90,16 +76,14 @@ export async function blockwiseGenerate(model: MtpModel, prompt: number[], opts:
           accepts[a - 1] += 1;
           a += 1;
         }
-        seq.push(...block.slice(0, a));
+        session.commit(block.slice(0, a));
         steps.push(a);
-        caches.truncate(seq.length - cacheStart);
-        drafts = heads.map((h) => h[T - kk + a - 1]);
+        drafts = heads.map((h) => h[a - 1]);
       }
     }
   } finally {
-    caches.dispose();
+    session.dispose();
   }
-  const newTokens = seq.length - prompt.length;
-  const base = finishStats(`blockwise k=${k}`, newTokens, forwards, performance.now() - t0);
+  const base = finishStats(`blockwise k=${k}`, seq.length - prompt.length, session.forwards, performance.now() - t0);
   return { tokens: seq.slice(prompt.length), stats: speculativeStats(base, attempts, accepts), steps };
 }

@@ -14,11 +14,11 @@
  * Medusa chain. Seeded: the same seed repeats a run exactly. Temperature 0 is greedy blockwise decoding.
  * Sequential models, whose modules draft one after another, go to decode/sequential_sampling.ts.
  */
-import * as tf from '@tensorflow/tfjs';
 import type { MtpModel } from '../model/create';
 import type { SequentialModel } from '../model/sequential';
 import { Rng } from '../util/rng';
-import { planFeed, roomInWindow } from './context';
+import { roomInWindow } from './context';
+import { checkDecodeArgs, HeadsSession } from './heads_session';
 import { SamplingConfig, sampleIndex, tokenDistribution, validateSampling } from './sampling';
 import { sequentialSpeculativeSample } from './sequential_sampling';
 import { finishStats, SpeculativeStats, speculativeStats } from './stats';
@@ -63,54 +63,42 @@ export async function speculativeSample(model: MtpModel, prompt: number[], opts:
   const s: SamplingConfig = { temperature: opts.temperature ?? 1, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
   validateSampling(s);
   const k = opts.k ?? model.k;
-  if (!Number.isInteger(k) || k < 1 || k > model.k) throw new Error(`speculative sampling: k must be an integer in [1, ${model.k}], got ${k}`);
-  if (prompt.length === 0) throw new Error('speculative sampling: the prompt must hold at least one token');
-  if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) throw new Error(`maxNewTokens must be an integer ≥ 0, got ${opts.maxNewTokens}`);
+  checkDecodeArgs('speculative sampling', model, prompt, opts.maxNewTokens, k);
   const accept = opts.acceptance ?? leviathanAcceptance;
   const rng = new Rng(opts.seed ?? 0);
-  const { blockSize, vocabSize: V } = model.config;
-  const seq = [...prompt];
+  const V = model.config.vocabSize;
+  const session = new HeadsSession(model, prompt, k);
+  const seq = session.seq;
   const end = prompt.length + opts.maxNewTokens;
-  const caches = model.newCaches(k);
-  let cacheStart = -1;
-  let forwards = 0;
   const attempts = new Array(k - 1).fill(0);
   const accepts = new Array(k - 1).fill(0);
   const steps: number[] = [];
   const t0 = performance.now();
 
-  /** Forward over seq[from..n) + block; logits of heads 0..k−1 at the block's positions (rows [head][j]). */
-  const forward = async (block: number[]): Promise<Float32Array[][]> => {
-    const plan = planFeed(cacheStart, caches.length, seq.length, block.length, blockSize);
-    if (plan.reset) {
-      caches.reset();
-      cacheStart = plan.start;
-    }
-    const feed = [...seq.slice(plan.from), ...block];
-    const n = Math.max(1, block.length);
-    const last = tf.tidy(() => tf.slice(model.decodeLogits(feed, caches), [0, feed.length - n, 0], [k, n, V])); // [k, n, V]
+  /** One forward; logits of heads 0..k−1 at the last n fed positions (rows [head][j]), in one host read. */
+  const forward = async (block: number[], n: number): Promise<Float32Array[][]> => {
+    const last = session.forward(block, n); // [k, n, V]
     const flat = (await last.data()) as Float32Array;
     last.dispose();
-    forwards += 1;
     return Array.from({ length: k }, (_, i) => Array.from({ length: n }, (_, j) => flat.subarray((i * n + j) * V, (i * n + j + 1) * V)));
   };
 
   try {
     if (opts.maxNewTokens > 0) {
-      let rows = await forward([]);
+      let rows = await forward([], 1);
       let at = 0; // position (within rows) of the last committed token
       let first = sampleIndex(tokenDistribution(rows[0][at], s), rng);
       while (seq.length < end) {
         const remaining = end - seq.length;
         if (remaining === 1) {
-          seq.push(first);
+          session.commit([first]);
           steps.push(1);
           break;
         }
-        const kk = Math.min(k, remaining, roomInWindow(seq.length + 1, blockSize));
+        const kk = Math.min(k, remaining, roomInWindow(seq.length + 1, model.config.blockSize));
         const q = Array.from({ length: kk }, (_, j) => (j === 0 ? null : tokenDistribution(rows[j][at], s)));
         const block = [first, ...q.slice(1).map((qj) => sampleIndex(qj!, rng))];
-        rows = await forward(block);
+        rows = await forward(block, kk);
         let a = 1;
         let next = -1;
         while (a < kk) {
@@ -125,16 +113,15 @@ export async function speculativeSample(model: MtpModel, prompt: number[], opts:
             break;
           }
         }
-        seq.push(...block.slice(0, a));
+        session.commit(block.slice(0, a));
         steps.push(a);
-        caches.truncate(seq.length - cacheStart);
         at = a - 1;
         first = next >= 0 ? next : sampleIndex(tokenDistribution(rows[0][at], s), rng);
       }
     }
   } finally {
-    caches.dispose();
+    session.dispose();
   }
-  const base = finishStats(`speculative sampling k=${k}`, seq.length - prompt.length, forwards, performance.now() - t0);
+  const base = finishStats(`speculative sampling k=${k}`, seq.length - prompt.length, session.forwards, performance.now() - t0);
   return { tokens: seq.slice(prompt.length), stats: speculativeStats(base, attempts, accepts), steps };
 }

@@ -6,11 +6,11 @@
  * text and compound. With k = 1 it is plain greedy (or sampled) decoding. Sequential models, whose
  * modules draft one after another, go to decode/sequential_sampling.ts.
  */
-import * as tf from '@tensorflow/tfjs';
 import type { MtpModel } from '../model/create';
 import type { SequentialModel } from '../model/sequential';
 import { Rng } from '../util/rng';
-import { planFeed, roomInWindow } from './context';
+import { roomInWindow } from './context';
+import { checkDecodeArgs, HeadsSession } from './heads_session';
 import { chooseToken, SamplingConfig, validateSampling } from './sampling';
 import { sequentialUnverified } from './sequential_sampling';
 import { DecodeResult, finishStats } from './stats';
@@ -28,35 +28,25 @@ export async function unverifiedGenerate(model: MtpModel, prompt: number[], opts
   const s: SamplingConfig = { temperature: opts.temperature ?? 0, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
   validateSampling(s);
   const k = opts.k ?? model.k;
-  if (!Number.isInteger(k) || k < 1 || k > model.k) throw new Error(`unverified emission: k must be an integer in [1, ${model.k}], got ${k}`);
-  if (prompt.length === 0) throw new Error('unverified emission: the prompt must hold at least one token');
+  checkDecodeArgs('unverified emission', model, prompt, opts.maxNewTokens, k);
   const rng = new Rng(opts.seed ?? 0);
-  const { blockSize, vocabSize: V } = model.config;
-  const seq = [...prompt];
+  const V = model.config.vocabSize;
+  const session = new HeadsSession(model, prompt, k);
+  const seq = session.seq;
   const end = prompt.length + opts.maxNewTokens;
-  const caches = model.newCaches(k);
-  let cacheStart = -1;
-  let forwards = 0;
   const t0 = performance.now();
   try {
     while (seq.length < end) {
       // feed what the caches lack, read the heads at the last position, emit up to k tokens
-      const plan = planFeed(cacheStart, caches.length, seq.length, 0, blockSize);
-      if (plan.reset) {
-        caches.reset();
-        cacheStart = plan.start;
-      }
-      const feed = seq.slice(plan.from);
-      const last = tf.tidy(() => tf.slice(model.decodeLogits(feed, caches), [0, feed.length - 1, 0], [k, 1, V])); // [k, 1, V]
+      const last = session.forward([], 1); // [k, 1, V]
       const flat = (await last.data()) as Float32Array;
       last.dispose();
-      forwards += 1;
-      const emit = Math.min(k, end - seq.length, roomInWindow(seq.length, blockSize));
+      const emit = Math.min(k, end - seq.length, roomInWindow(seq.length, model.config.blockSize));
       for (let i = 0; i < emit; i++) seq.push(chooseToken(flat.subarray(i * V, (i + 1) * V), s, rng));
     }
   } finally {
-    caches.dispose();
+    session.dispose();
   }
   const method = `unverified k=${k} (lossy)`;
-  return { tokens: seq.slice(prompt.length), stats: finishStats(method, seq.length - prompt.length, forwards, performance.now() - t0) };
+  return { tokens: seq.slice(prompt.length), stats: finishStats(method, seq.length - prompt.length, session.forwards, performance.now() - t0) };
 }
