@@ -23,6 +23,7 @@ import { splitTrainVal } from '../src/data/corpus';
 import type { MtpModel } from '../src/model/create';
 import type { Tokenizer } from '../src/data/tokenizer';
 import { evaluate, EvalResult } from '../src/train/evaluate';
+import { readCheckpoint } from '../src/train/checkpoint';
 import { CHECKPOINT_FILE, loadModel, prepareData, trainRun, writeFileAtomic } from '../src/train/run';
 import { FigureWriter, writeCsv } from '../src/plot/write';
 import { Rng } from '../src/util/rng';
@@ -112,15 +113,17 @@ export async function trainOrLoad(exp: Experiment, label: string, config: Config
   const { val } = splitTrainVal(tokens);
   const batches = evalBatches(val, config.train.batchSize, config.model.blockSize, 1 + maxHeads(config), config.train.evalBatches);
   const sameConfig = fs.existsSync(path.join(dir, 'config.json')) && fs.readFileSync(path.join(dir, 'config.json'), 'utf8') === JSON.stringify(config, null, 2) + '\n';
-  if (!exp.fresh && sameConfig && fs.existsSync(ckpt)) {
+  const saved = !exp.fresh && sameConfig && fs.existsSync(ckpt) ? readCheckpoint(ckpt).header.step : -1;
+  if (saved === config.train.steps) {
     const loaded = loadModel(ckpt);
     return { label, ...loaded, val, eval: await evaluate(loaded.model, trimK(batches, loaded.model.k)), trainTokensPerSec: NaN, dir };
   }
   const bar = progressBar(label.padEnd(18), 'loss {loss} | {tps} tok/s');
-  bar.start(config.train.steps, 0, { loss: '-', tps: '-' });
+  bar.start(config.train.steps, Math.max(0, saved), { loss: '-', tps: '-' });
   const run = await trainRun({
     config,
     outDir: dir,
+    resume: saved >= 0, // an interrupted run continues from its last checkpoint
     overwrite: true,
     init,
     onStep: (r) => bar.update(r.step, { loss: r.loss.toFixed(3), tps: Math.round((r.tokens * 1000) / r.ms) }),
