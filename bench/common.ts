@@ -11,6 +11,8 @@ export interface Machine {
   node: string;
   tfjs: string;
   platform: string;
+  /** 1-minute load average when the run started (other work on the machine skews timings). */
+  load: number;
 }
 
 export function machine(): Machine {
@@ -21,7 +23,20 @@ export function machine(): Machine {
     node: process.version,
     tfjs: tf.version.tfjs,
     platform: `${os.platform()} ${os.arch()}`,
+    load: Math.round(os.loadavg()[0] * 100) / 100,
   };
+}
+
+/** Peak live tensors and tensor bytes (engine counts, absolute) while `fn` runs, from tf.profile. */
+export async function peakMemory(fn: () => Promise<unknown>): Promise<{ tensors: number; bytes: number }> {
+  const info = await tf.profile(async () => void (await fn()));
+  const tensors = Math.max(tf.memory().numTensors, ...info.kernels.map((k) => k.totalTensorsSnapshot));
+  return { tensors, bytes: info.peakBytes };
+}
+
+/** Bytes as MB with one decimal. */
+export function mb(bytes: number): string {
+  return (bytes / 2 ** 20).toFixed(1);
 }
 
 export function median(xs: number[]): number {
@@ -40,6 +55,25 @@ export async function timeRuns(fn: () => Promise<void>, warmup: number, runs: nu
     ms.push(performance.now() - t0);
   }
   return ms;
+}
+
+/**
+ * Like timeRuns, and also this process's CPU time per run (user + system, ms). On a machine shared with other work,
+ * wall time above CPU time shows how long the run waited for a core.
+ */
+export async function timeRunsCpu(fn: () => Promise<void>, warmup: number, runs: number): Promise<{ wall: number[]; cpu: number[] }> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const wall: number[] = [];
+  const cpu: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    await fn();
+    wall.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1000);
+  }
+  return { wall, cpu };
 }
 
 /** Achieved GFLOP/s of one n×n×n matMul with the result read back (median of `runs`): the backend's practical peak. */

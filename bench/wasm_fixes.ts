@@ -2,13 +2,15 @@
  * Speed of the wasm BatchMatMul before and after `registerWasmFixes()`, on the shapes a transformer step uses:
  * attention QKᵀ [64,128,32] × [64,128,32]ᵀ (B·H = 64, T = 128, d_head = 32), the 2-D products of a dense layer's
  * backprop (transpose flags), and activations [16,128,128] × weights [128,512] (batch folded into rows).
- * Each case's results before and after are compared too.
+ * "after" includes the package's own GEMM (native/gemm.c), which the wrapper uses once loadNativeKernels() has bound
+ * it to the backend. Each case's results before and after are compared too.
  *
  * Run: npx tsx bench/wasm_fixes.ts
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { registerWasmFixes } from '../src/backend/wasm_fixes';
+import { loadNativeKernels } from '../src/backend/wasm_native';
 
 const REPEATS = 15;
 
@@ -54,6 +56,7 @@ async function main(): Promise<void> {
   const before = CASES.map((_, i) => medianMs(run(i)));
   const reference = CASES.map((_, i) => run(i)());
   registerWasmFixes();
+  await loadNativeKernels();
   const after = CASES.map((_, i) => medianMs(run(i)));
 
   const lines = CASES.map((c, i) => {

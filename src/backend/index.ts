@@ -3,7 +3,8 @@
  *
  * Backends (RECIPES.md has the measurements behind these choices):
  *  - `cpu`: pure JS reference; correct, very slow.
- *  - `wasm`: tfjs-backend-wasm with SIMD (1 thread in Node), plus the fixes in wasm_fixes.ts. The CPU workhorse.
+ *  - `wasm`: tfjs-backend-wasm with SIMD (1 thread in Node), plus the fixes and fused kernels in wasm_fixes.ts (the
+ *    fused kernels are bound to the backend here, once it is ready; `nativeKernelsLoaded()` tells). The CPU workhorse.
  *  - `webgpu`: in the browser through navigator.gpu; in Node through Dawn (node_webgpu.ts). Under Node, read tensors with
  *    `await t.data()`: `dataSync()` throws there for results computed on the GPU.
  *  - `webgl`: browser only (headless-gl in Node returns wrong data for slice/split with an offset).
@@ -16,6 +17,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { canResolve, currentPlatform, nodeRequire, type Platform } from './platform';
 import { registerWasmFixes } from './wasm_fixes';
+import { loadNativeKernels } from './wasm_native';
 
 export const BACKEND_NAMES = ['auto', 'cpu', 'wasm', 'webgl', 'webgpu', 'tensorflow'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -110,6 +112,7 @@ async function activate(name: string, options: InitBackendOptions): Promise<Back
   }
   await tf.ready();
   if (name === 'cpu' && platform === 'node') silenceTfjsNodeHint();
+  if (name === 'wasm') await loadNativeKernels();
   const info: BackendInfo = { name, platform, detail: await describe() };
   initialized.set(name, info);
   return info;

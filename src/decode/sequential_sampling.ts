@@ -30,7 +30,8 @@ import { Rng } from '../util/rng';
 import { roomInWindow } from './context';
 import { SamplingConfig, sampleIndex, tokenDistribution, validateSampling } from './sampling';
 import { greedyRule, SequentialSession, SequentialStats, StepRule } from './sequential';
-import { AcceptanceRule, leviathanAcceptance, residual, SpecSamplingOptions, SpecSamplingResult } from './spec_sampling';
+import { AcceptanceRule, leviathanAcceptance, residual } from './acceptance';
+import type { SpecSamplingOptions, SpecSamplingResult } from './spec_sampling';
 import type { UnverifiedOptions } from './unverified';
 import { DecodeResult, finishStats } from './stats';
 

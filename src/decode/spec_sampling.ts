@@ -18,21 +18,14 @@ import type { MtpModel } from '../model/create';
 import type { SequentialModel } from '../model/sequential';
 import { Rng } from '../util/rng';
 import { roomInWindow } from './context';
+import { AcceptanceRule, leviathanAcceptance, residual } from './acceptance';
 import { checkDecodeArgs, HeadsSession } from './heads_session';
 import { SamplingConfig, sampleIndex, tokenDistribution, validateSampling } from './sampling';
 import { sequentialSpeculativeSample } from './sequential_sampling';
 import { finishStats, SpeculativeStats, speculativeStats } from './stats';
 
-/**
- * Probability of accepting draft x given target p and proposal q. The default is Leviathan's
- * min(1, p/q); `naiveAcceptance` (always accept) shows what goes wrong without it.
- */
-export type AcceptanceRule = (p: ArrayLike<number>, q: ArrayLike<number>, x: number) => number;
-
-export const leviathanAcceptance: AcceptanceRule = (p, q, x) => (q[x] > 0 ? Math.min(1, p[x] / q[x]) : 1);
-
-/** Accepts every draft: the output then follows q, not p (biased; for lessons and tests). */
-export const naiveAcceptance: AcceptanceRule = () => 1;
+export { leviathanAcceptance, naiveAcceptance, residual } from './acceptance';
+export type { AcceptanceRule } from './acceptance';
 
 export interface SpecSamplingOptions extends Partial<SamplingConfig> {
   maxNewTokens: number;
@@ -48,15 +41,6 @@ export interface SpecSamplingResult {
   steps: number[];
 }
 
-/** norm(max(0, p − q)); p itself when p ≤ q everywhere (possible only through rounding). */
-export function residual(p: ArrayLike<number>, q: ArrayLike<number>): Float64Array {
-  const r = new Float64Array(p.length);
-  let sum = 0;
-  for (let i = 0; i < p.length; i++) sum += r[i] = Math.max(0, p[i] - q[i]);
-  if (sum <= 0) return Float64Array.from(p);
-  for (let i = 0; i < r.length; i++) r[i] /= sum;
-  return r;
-}
 
 export async function speculativeSample(model: MtpModel, prompt: number[], opts: SpecSamplingOptions): Promise<SpecSamplingResult> {
   if (model.config.mtp.kind === 'sequential') return sequentialSpeculativeSample(model as SequentialModel, prompt, opts);

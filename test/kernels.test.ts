@@ -1,0 +1,303 @@
+/**
+ * The package's wasm kernels (src/backend/wasm_*.ts on native/kernels.wasm) against the pure-JS `cpu` backend running
+ * the plain tfjs formulas: values and gradients for several shapes and masks, within 1e-4 relative to the largest
+ * reference value (float32 sums run in another order). Plus: no tensor or data buffer leaks, the fast paths switch
+ * off with the MTP_WASM_FAST flag, and the committed binary matches its base64 module and owns no memory.
+ * Inputs are built from plain arrays on each backend (tensors belong to the backend that made them).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/backend/index';
+import { FAST_FLAG, nativeKernels } from '../src/backend/wasm_native';
+import { fusedAttention } from '../src/backend/wasm_attention';
+import { fusedLayerNorm } from '../src/backend/wasm_layer_norm';
+import { fusedBiasGelu } from '../src/backend/wasm_bias_gelu';
+import { fusedLinear } from '../src/backend/wasm_linear';
+import { KERNELS_WASM_BASE64 } from '../src/backend/native/kernels_wasm';
+import { MASKED } from '../src/model/transformer';
+
+const TOL = 1e-4;
+
+/** Deterministic pseudo-random values in [-scale, scale). */
+function values(n: number, seed: number, scale = 1): number[] {
+  let s = seed >>> 0;
+  return Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return scale * (s / 2 ** 31 - 1);
+  });
+}
+
+/** Runs fn on a backend inside tf.tidy; returns every output's values. */
+async function on(backend: 'cpu' | 'wasm', fn: () => tf.Tensor[]): Promise<Float32Array[]> {
+  await initBackend(backend);
+  const outs = tf.tidy(fn);
+  const data = await Promise.all(outs.map((t) => t.data() as Promise<Float32Array>));
+  tf.dispose(outs);
+  return data;
+}
+
+/** Largest |a - b| over the largest |b| (at least 1). */
+function relErr(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let d = 0;
+  let s = 1;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    s = Math.max(s, Math.abs(b[i]));
+  }
+  return Number.isNaN(d) ? Infinity : d / s;
+}
+
+async function expectAgree(fn: () => tf.Tensor[], label: string): Promise<void> {
+  const cpu = await on('cpu', fn);
+  const wasm = await on('wasm', fn);
+  cpu.forEach((c, i) => expect(relErr(wasm[i], c), `${label}, output ${i}`).toBeLessThan(TOL));
+}
+
+/** The plain formula of layers.ts: qkv [B·T, 3C] → [B·T, C]. */
+function referenceAttention(qkv: tf.Tensor2D, B: number, T: number, H: number, mask: tf.Tensor2D): tf.Tensor2D {
+  const C = qkv.shape[1] / 3;
+  const hs = C / H;
+  const [q, k, v] = tf.split(qkv, 3, 1).map((t) => tf.transpose(tf.reshape(t, [B, T, H, hs]), [0, 2, 1, 3]) as tf.Tensor4D);
+  const att = tf.softmax(tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(hs)), mask));
+  return tf.reshape(tf.transpose(tf.matMul(att, v), [0, 2, 1, 3]), [B * T, C]);
+}
+
+type MaskKind = 'causal' | 'tree' | 'ragged';
+
+/** Additive masks [T, T]: causal; a tree (each row sees its ancestors); causal with some extra holes. */
+function maskValues(T: number, kind: MaskKind): number[] {
+  const parent = (i: number) => (i === 0 ? -1 : Math.floor((i - 1) / 2));
+  const m: number[] = [];
+  for (let i = 0; i < T; i++) {
+    const seen = new Set<number>();
+    for (let a = i; a >= 0; a = parent(a)) seen.add(a);
+    for (let j = 0; j < T; j++) {
+      const allowed = kind === 'causal' ? j <= i : kind === 'tree' ? seen.has(j) : j <= i && (j % 3 !== 1 || j === i);
+      m.push(allowed ? 0 : MASKED);
+    }
+  }
+  return m;
+}
+
+describe('wasm kernels agree with cpu', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+    expect(nativeKernels(), 'kernels bound by initBackend').not.toBeNull();
+  });
+  afterAll(async () => {
+    await initBackend('cpu');
+  });
+
+  const attentionCases: Array<[number, number, number, number, MaskKind]> = [
+    [2, 13, 2, 8, 'causal'],
+    [1, 5, 1, 4, 'tree'],
+    [3, 32, 4, 12, 'ragged'],
+    [2, 64, 2, 32, 'causal'],
+    [1, 9, 3, 16, 'tree'],
+  ];
+  for (const [B, T, H, hs, kind] of attentionCases) {
+    it(`attention B=${B} T=${T} H=${H} hs=${hs}, ${kind} mask: values and gradient`, async () => {
+      const C = H * hs;
+      const x = values(B * T * 3 * C, B * 1000 + T, 2);
+      const dy = values(B * T * C, 77);
+      const mask = maskValues(T, kind);
+      await expectAgree(() => {
+        const qkv = tf.tensor2d(x, [B * T, 3 * C]);
+        const m = tf.tensor2d(mask, [T, T]);
+        const w = tf.tensor2d(dy, [B * T, C]);
+        const f = (a: tf.Tensor2D) => (tf.getBackend() === 'wasm' ? fusedAttention(a, B, T, H, m) : referenceAttention(a, B, T, H, m));
+        const grad = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(f(a as tf.Tensor2D), w)))(qkv);
+        return [f(qkv), grad];
+      }, `attention ${kind}`);
+    });
+  }
+
+  for (const [shape, eps] of [[[3, 5, 8], 1e-5], [[7, 6], 1e-3], [[4, 130], 1e-5]] as Array<[number[], number]>) {
+    it(`LayerNorm [${shape}] eps ${eps}: values and gradients of x, g, b`, async () => {
+      const C = shape[shape.length - 1];
+      const n = shape.reduce((a, b) => a * b, 1);
+      const xs = values(n, 3, 3);
+      const gs = values(C, 4).map((v) => 1 + v);
+      const bs = values(C, 5);
+      const dy = values(n, 6);
+      await expectAgree(() => {
+        const [x, g, b, w] = [tf.tensor(xs, shape), tf.tensor1d(gs), tf.tensor1d(bs), tf.tensor(dy, shape)];
+        const f = (xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor) => {
+          if (tf.getBackend() === 'wasm') return fusedLayerNorm(xi, gi, bi, eps);
+          const mean = tf.mean(xi, -1, true);
+          const xc = tf.sub(xi, mean);
+          return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), eps))), gi), bi);
+        };
+        const grads = tf.grads((xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor) => tf.sum(tf.mul(f(xi, gi, bi), w)))([x, g, b]);
+        return [f(x, g, b), ...grads];
+      }, 'LayerNorm');
+    });
+  }
+
+  for (const [N, F] of [[5, 12], [64, 512], [3, 7]]) {
+    it(`bias + GELU [${N}, ${F}]: values and gradients of h and the bias`, async () => {
+      const hs = values(N * F, 8, 6);
+      const bs = values(F, 9);
+      const dy = values(N * F, 10);
+      await expectAgree(() => {
+        const [h, b, w] = [tf.tensor2d(hs, [N, F]), tf.tensor1d(bs), tf.tensor2d(dy, [N, F])];
+        const f = (hi: tf.Tensor, bi: tf.Tensor) => {
+          if (tf.getBackend() === 'wasm') return fusedBiasGelu(hi as tf.Tensor2D, bi as tf.Tensor1D);
+          const z = tf.add(hi, bi);
+          return tf.mul(z, tf.sigmoid(tf.mul(z, 1.702)));
+        };
+        return [f(h, b), ...tf.grads((hi: tf.Tensor, bi: tf.Tensor) => tf.sum(tf.mul(f(hi, bi), w)))([h, b])];
+      }, 'bias + GELU');
+    });
+  }
+
+  for (const [M, N, K] of [[13, 16, 7], [128, 64, 300], [7, 24, 600], [5, 12, 9]]) {
+    it(`matMul aᵀ·b, M=${M} N=${N} K=${K} (native GEMM when N % 8 = 0)`, async () => {
+      const as = values(K * M, 11);
+      const bs = values(K * N, 12);
+      await expectAgree(() => [tf.matMul(tf.tensor2d(as, [K, M]), tf.tensor2d(bs, [K, N]), true, false)], 'matMul');
+    });
+  }
+
+  const linearCases: Array<[number, number, number, boolean, boolean]> = [
+    [13, 24, 16, true, true],
+    [3, 7, 8, false, true],
+    [40, 300, 24, true, false],
+    [1, 32, 8, false, false],
+    [1, 40, 32, true, true],
+    [2, 300, 48, true, true],
+  ];
+  for (const [M, K, N, withBias, withResidual] of linearCases) {
+    it(`linear x·W${withBias ? ' + b' : ''}${withResidual ? ' + r' : ''}, M=${M} K=${K} N=${N}: values and gradients`, async () => {
+      const xs = values(M * K, 15);
+      const ws = values(K * N, 16);
+      const bs = values(N, 17);
+      const rs = values(M * N, 18);
+      const dy = values(M * N, 19);
+      await expectAgree(() => {
+        const [x, w, b, r, g] = [tf.tensor2d(xs, [M, K]), tf.tensor2d(ws, [K, N]), tf.tensor1d(bs), tf.tensor2d(rs, [M, N]), tf.tensor2d(dy, [M, N])];
+        const inputs = [x, w, ...(withBias ? [b] : []), ...(withResidual ? [r] : [])];
+        const f = (...t: tf.Tensor[]) => {
+          const [xi, wi] = t as tf.Tensor2D[];
+          const bi = withBias ? (t[2] as tf.Tensor1D) : undefined;
+          const ri = withResidual ? (t[withBias ? 3 : 2] as tf.Tensor2D) : undefined;
+          if (tf.getBackend() === 'wasm') return fusedLinear(xi, wi, bi, ri);
+          let y: tf.Tensor = tf.matMul(xi, wi);
+          if (bi) y = tf.add(y, bi);
+          return ri ? tf.add(ri, y) : y;
+        };
+        return [f(...inputs), ...tf.grads((...t: tf.Tensor[]) => tf.sum(tf.mul(f(...t), g)))(inputs)];
+      }, 'linear');
+    });
+  }
+
+  it('gather along axis 0 (embedding lookup) and its errors', async () => {
+    const table = values(9 * 5, 13);
+    const ids = [4, 1, 8, 4, 0, 2];
+    await expectAgree(() => [tf.gather(tf.tensor2d(table, [9, 5]), tf.tensor2d(ids, [2, 3], 'int32'))], 'gather');
+    await initBackend('wasm');
+    expect(() => tf.tidy(() => tf.gather(tf.tensor2d(table, [9, 5]), tf.tensor1d([1, 9], 'int32')))).toThrow(/index value 9 is not in \[0, 8\]/);
+  });
+
+  it('sum over leading axes (bias gradients), with and without keepDims, and over other axes', async () => {
+    const xs = values(4 * 6 * 10, 14);
+    await expectAgree(() => {
+      const x = tf.tensor3d(xs, [4, 6, 10]);
+      return [tf.sum(x, 0), tf.sum(x, [0, 1]), tf.sum(x, [1, 0], true), tf.sum(x, 2), tf.sum(x, [0, 2]), tf.sum(x)];
+    }, 'sum');
+  });
+});
+
+describe('wasm kernels hygiene', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+  afterAll(async () => {
+    await initBackend('cpu');
+  });
+
+  const counts = () => [tf.memory().numTensors, tf.backend().numDataIds()];
+
+  it('leak no tensors or data buffers: forward and gradient of every fused op, cloned and cast tensors', () => {
+    const [B, T, H, C] = [2, 16, 2, 16];
+    const qkv = tf.tensor2d(values(B * T * 3 * C, 1), [B * T, 3 * C]);
+    const mask = tf.tensor2d(maskValues(T, 'causal'), [T, T]);
+    const g = tf.ones([C]);
+    const b = tf.zeros([C]);
+    const run = () =>
+      tf.tidy(() => {
+        const [dqkv] = tf.grads((a: tf.Tensor) => tf.sum(fusedLayerNorm(fusedAttention(a as tf.Tensor2D, B, T, H, mask), g, b, 1e-5)))([qkv]);
+        const [dh] = tf.grads((h: tf.Tensor) => tf.sum(fusedBiasGelu(h as tf.Tensor2D, b as tf.Tensor1D)))([dqkv.slice([0, 0], [B * T, C])]);
+        return tf.add(tf.sum(dh), tf.sum(tf.cast(tf.clone(qkv), 'float32')));
+      });
+    run().dispose();
+    const before = counts();
+    for (let i = 0; i < 3; i++) run().dispose();
+    expect(counts()).toEqual(before);
+    tf.dispose([qkv, mask, g, b]);
+  });
+
+  it('a clone shares data but outlives its source', async () => {
+    const a = tf.tensor1d([1, 2, 3]);
+    const c = tf.clone(a);
+    a.dispose();
+    expect(Array.from(await c.data())).toEqual([1, 2, 3]);
+    c.dispose();
+  });
+
+  it(`${FAST_FLAG}=false turns every fast path off, with the same results`, async () => {
+    const [B, T, H, C] = [1, 8, 2, 8];
+    const x = values(B * T * 3 * C, 5);
+    const run = () =>
+      tf.tidy(() => {
+        const qkv = tf.tensor2d(x, [B * T, 3 * C]);
+        const mask = tf.tensor2d(maskValues(T, 'causal'), [T, T]);
+        return (nativeKernels() ? fusedAttention(qkv, B, T, H, mask) : referenceAttention(qkv, B, T, H, mask)).dataSync();
+      });
+    const fast = run();
+    tf.env().set(FAST_FLAG, false);
+    try {
+      expect(nativeKernels()).toBeNull();
+      expect(relErr(run() as Float32Array, fast as Float32Array)).toBeLessThan(TOL);
+    } finally {
+      tf.env().set(FAST_FLAG, true);
+    }
+    expect(nativeKernels()).not.toBeNull();
+  });
+});
+
+describe('native/kernels.wasm', () => {
+  const file = path.join(__dirname, '..', 'src', 'backend', 'native', 'kernels.wasm');
+
+  it('is what kernels_wasm.ts embeds (rebuild with src/backend/native/build.sh)', () => {
+    expect(Buffer.from(KERNELS_WASM_BASE64, 'base64').equals(fs.readFileSync(file))).toBe(true);
+  });
+
+  it('imports its memory and has no data section (it must not write into tfjs memory on its own)', () => {
+    const bytes = fs.readFileSync(file);
+    const sections: number[] = [];
+    let p = 8;
+    const leb = () => {
+      let v = 0;
+      let shift = 0;
+      for (;;) {
+        const byte = bytes[p++];
+        v |= (byte & 0x7f) << shift;
+        shift += 7;
+        if (byte < 0x80) return v;
+      }
+    };
+    while (p < bytes.length) {
+      sections.push(bytes[p++]);
+      const size = leb();
+      p += size;
+    }
+    expect(sections).not.toContain(11); // data
+    expect(sections).not.toContain(5); // own memory
+    const mod = new WebAssembly.Module(bytes);
+    expect(WebAssembly.Module.imports(mod)).toEqual([{ module: 'env', name: 'memory', kind: 'memory' }]);
+  });
+});
