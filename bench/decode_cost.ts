@@ -15,7 +15,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../src/backend/index';
+import { BACKEND_NAMES, BackendName, initBackend } from '../src/backend/index';
 import { FAST_FLAG } from '../src/backend/wasm_native';
 import { PRESET_NAMES, PresetName, resolveConfig } from '../src/config';
 import { MASKED, Transformer } from '../src/model/transformer';
@@ -83,6 +83,7 @@ async function measure(preset: PresetName, fast: boolean, ns: number[], cacheLen
 
 async function main() {
   const argv = yargs(hideBin(process.argv))
+    .option('backend', { type: 'string', default: 'wasm', choices: BACKEND_NAMES as unknown as string[], describe: 'tfjs backend' })
     .option('presets', { type: 'string', default: 'small', describe: `comma list of ${PRESET_NAMES.join(', ')}` })
     .option('ns', { type: 'string', default: '1,2,4,8,16,64', describe: 'new tokens per verification forward' })
     .option('cache', { type: 'number', default: 120, describe: 'tokens in the KV cache under each forward' })
@@ -95,7 +96,7 @@ async function main() {
     .parseSync();
   const presets = argv.presets.split(',') as PresetName[];
   const ns = argv.ns.split(',').map(Number);
-  const info = await initBackend('wasm');
+  const info = await initBackend(argv.backend as BackendName);
   const m = machine();
   console.log(`wasm (${info.detail}) on ${m.cpu}, ${m.cores} cores, load ${m.load}`);
   const noTorch = argv.torch ? torchUnavailable() : 'not requested';
