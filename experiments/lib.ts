@@ -111,7 +111,8 @@ export async function trainOrLoad(exp: Experiment, label: string, config: Config
   const ckpt = path.join(dir, CHECKPOINT_FILE);
   const { tokens } = prepareData(config);
   const { val } = splitTrainVal(tokens);
-  const batches = evalBatches(val, config.train.batchSize, config.model.blockSize, 1 + maxHeads(config), config.train.evalBatches);
+  // the same windows for every model of an experiment, so next-token losses compare across variants and k
+  const batches = evalBatches(val, config.train.batchSize, config.model.blockSize, EVAL_TARGETS, config.train.evalBatches);
   const sameConfig = fs.existsSync(path.join(dir, 'config.json')) && fs.readFileSync(path.join(dir, 'config.json'), 'utf8') === JSON.stringify(config, null, 2) + '\n';
   const saved = !exp.fresh && sameConfig && fs.existsSync(ckpt) ? readCheckpoint(ckpt).header.step : -1;
   if (saved === config.train.steps) {
@@ -131,13 +132,12 @@ export async function trainOrLoad(exp: Experiment, label: string, config: Config
   return { label, model: run.model, tokenizer: run.tokenizer, config: run.config, val, eval: await evaluate(run.model, trimK(batches, run.model.k)), trainTokensPerSec: run.tokensPerSec, dir };
 }
 
-function maxHeads(config: Config): number {
-  const m = config.model.mtp;
-  return m.kind === 'parallel' ? m.k - 1 : m.kind === 'sequential' ? m.depth : m.kind === 'medusa' ? m.heads : 0;
-}
+/** Targets per validation window (≥ any model's k in the experiments): fixes the windows for all models. */
+const EVAL_TARGETS = 9;
 
 function trimK<T extends { k: number }>(batches: T[], k: number): T[] {
-  return batches.filter((b) => b.k >= k);
+  if (k > EVAL_TARGETS) throw new Error(`validation windows hold ${EVAL_TARGETS} targets, the model predicts ${k}`);
+  return batches;
 }
 
 /** n prompts of `length` tokens from evenly spaced places in the validation split (seeded). */
