@@ -29,7 +29,7 @@ import type { MtpModel } from '../src/model/create';
 import { headRankAccuracies, MedusaModel } from '../src/model/medusa';
 import type { FigureWriter } from '../src/plot/write';
 import { acceptanceByHead, qualityVsSpeed, tauVsK, trainingCurves, treeFigure } from '../src/plot/figures';
-import { Experiment, figureWriter, readCurves, saveResults, startExperiment, TrainedModel, trainOrLoad, valPrompts } from './lib';
+import { Experiment, figureWriter, quickTrain, readCurves, saveResults, startExperiment, TrainedModel, trainOrLoad, valPrompts } from './lib';
 
 export interface SweepRow {
   corpus: string;
@@ -71,9 +71,7 @@ function grid(corpus: string): { parallel: number[]; sequential: number[]; medus
 }
 
 function configFor(corpus: string, mtp: MtpConfig): Config {
-  const cfg = resolveConfig(undefined, { model: { ...exp.base.model, mtp }, train: { ...exp.base.train, corpus: corpus as Config['train']['corpus'] } });
-  if (!quick) return cfg;
-  return resolveConfig(undefined, { model: cfg.model, train: { ...cfg.train, steps: Math.min(cfg.train.steps, 30), maxCorpusBytes: 300_000, evalEvery: 30, evalBatches: 2 } });
+  return quickTrain(exp, resolveConfig(undefined, { model: { ...exp.base.model, mtp }, train: { ...exp.base.train, corpus: corpus as Config['train']['corpus'] } }));
 }
 
 /** Puts a trained trunk under fresh Medusa heads (W1 = 0, W2 = a copy of the trained LM head). */

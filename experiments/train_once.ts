@@ -13,7 +13,7 @@ import { Config, MTP_DEFAULTS, MtpConfig, resolveConfig } from '../src/config';
 import { selfSpeculative } from '../src/decode/speculative';
 import { compareWithAR } from '../src/eval/speed';
 import { tauVsK } from '../src/plot/figures';
-import { figureWriter, saveResults, startExperiment, trainOrLoad, valPrompts } from './lib';
+import { figureWriter, quickTrain, saveResults, startExperiment, trainOrLoad, valPrompts } from './lib';
 
 async function main(): Promise<void> {
   const exp = await startExperiment('train_once', 'Decoding a k_max-head model with its first k heads vs models trained per k', (y) =>
@@ -23,11 +23,8 @@ async function main(): Promise<void> {
   const corpus = exp.args.corpus as Config['train']['corpus'];
   const ks = exp.quick ? [1, 2, 4] : [1, 2, 4, 8]; // the k-sweep's parallel models, reused
   const kMax = ks[ks.length - 1];
-  const configFor = (mtp: MtpConfig): Config => {
-    const cfg = resolveConfig(undefined, { model: { ...exp.base.model, mtp }, train: { ...exp.base.train, corpus } });
-    if (!exp.quick) return cfg;
-    return resolveConfig(undefined, { model: cfg.model, train: { ...cfg.train, steps: Math.min(cfg.train.steps, 30), maxCorpusBytes: 300_000, evalEvery: 30, evalBatches: 2 } });
-  };
+  const configFor = (mtp: MtpConfig): Config =>
+    quickTrain(exp, resolveConfig(undefined, { model: { ...exp.base.model, mtp }, train: { ...exp.base.train, corpus } }));
   const opts = { tokens: exp.quick ? 24 : 96, runs: exp.quick ? 1 : 3 };
   const once = await trainOrLoad(exp, `${corpus}-parallel-k${kMax}`, configFor({ ...MTP_DEFAULTS.parallel, k: kMax }));
   const prompts = valPrompts(once.val, exp.quick ? 2 : 6, 32);
