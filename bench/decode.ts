@@ -10,7 +10,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BACKEND_NAMES, BackendName, initBackend } from '../src/backend/index';
 import { loadCorpus, splitTrainVal } from '../src/data/corpus';
-import { selfSpeculative } from '../src/decode/speculative';
+import { selfSpeculative } from '../src/decode/decoders';
 import { compareWithAR, SpeedRow } from '../src/eval/speed';
 import { loadModel } from '../src/train/run';
 import { Rng } from '../src/util/rng';
@@ -42,7 +42,7 @@ async function main() {
       return Array.from(val.subarray(s, s + argv.promptLength));
     });
     const ks = argv.k ? argv.k.split(',').map(Number) : [model.k];
-    const variant = config.model.mtp.kind === 'parallel' ? `parallel k=${model.k}` : config.model.mtp.kind;
+    const variant = `${config.model.mtp.kind} k=${model.k}`;
     console.log(`${ckpt}: ${variant}, ${backend.name}; ${argv.prompts} prompts × ${argv.tokens} tokens × ${argv.runs} runs`);
     const decoders = ks.map((k) => ({ label: `self-speculative k=${k}`, decode: (m: typeof model, p: number[], n: number) => selfSpeculative(m, p, { maxNewTokens: n, k }) }));
     const measured = await compareWithAR(model, prompts, decoders, { tokens: argv.tokens, runs: argv.runs });

@@ -22,7 +22,7 @@ import { initBackend } from '../src/backend/index';
 import { MTP_DEFAULTS, resolveConfig } from '../src/config';
 import { evalBatches, splitTrainVal } from '../src/data/batch';
 import { generate } from '../src/decode/ar';
-import { medusaGenerate } from '../src/decode/medusa';
+import { medusaGenerate } from '../src/decode/decoders';
 import { chainTree, denseTree, expectedAccepted, optimizeTree, sparseTree, TreeChoices } from '../src/decode/tree';
 import { headRankAccuracies, MedusaModel } from '../src/model/medusa';
 import { CHECKPOINT_FILE, loadModel, prepareData, trainRun } from '../src/train/run';

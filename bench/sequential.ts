@@ -27,7 +27,7 @@ import { Batch, evalBatches, splitTrainVal } from '../src/data/batch';
 import { loadCorpus } from '../src/data/corpus';
 import { progressBar } from '../src/cli/progress';
 import { generate } from '../src/decode/ar';
-import { sequentialGenerate } from '../src/decode/sequential';
+import { sequentialGenerate } from '../src/decode/decoders';
 import type { SequentialModel } from '../src/model/sequential';
 import { evaluate } from '../src/train/evaluate';
 import { trainRun } from '../src/train/run';
@@ -146,7 +146,7 @@ async function main() {
         if (r > 0) continue;
         committed += spec.stats.newTokens;
         forwards += spec.stats.forwards;
-        draftSteps += spec.stats.draftSteps;
+        draftSteps += spec.stats.draftForwards;
         spec.stats.attempts.forEach((a, i) => (attempts[i] += a));
         spec.stats.accepts.forEach((a, i) => (accepts[i] += a));
       }

@@ -16,11 +16,11 @@
  */
 import * as path from 'node:path';
 import { Config, MTP_DEFAULTS, MtpConfig, resolveConfig } from '../src/config';
-import { selfSpeculative } from '../src/decode/speculative';
-import { unverifiedGenerate } from '../src/decode/unverified';
+import { selfSpeculative } from '../src/decode/decoders';
+import { unverifiedGenerate } from '../src/decode/decoders';
 import { generate } from '../src/decode/ar';
 import { chainTree, optimizeTree } from '../src/decode/tree';
-import { medusaGenerate } from '../src/decode/medusa';
+import { medusaGenerate } from '../src/decode/decoders';
 import { evalBatches } from '../src/data/batch';
 import { agreement, nllBits } from '../src/eval/quality';
 import { compareWithAR, Decoder, SpeedRow } from '../src/eval/speed';

@@ -10,7 +10,7 @@
  */
 import * as path from 'node:path';
 import { Config, MTP_DEFAULTS, MtpConfig, resolveConfig } from '../src/config';
-import { selfSpeculative } from '../src/decode/speculative';
+import { selfSpeculative } from '../src/decode/decoders';
 import { compareWithAR } from '../src/eval/speed';
 import { tauVsK } from '../src/plot/figures';
 import { figureWriter, quickTrain, saveResults, startExperiment, trainOrLoad, valPrompts } from './lib';

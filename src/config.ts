@@ -9,7 +9,7 @@ import { BACKEND_NAMES, BackendName } from './backend/index';
 import { CORPUS_NAMES, CorpusName } from './data/corpora';
 import { TOKENIZER_NAMES } from './data/tokenizer';
 
-import { MtpConfig, mtpErrors, parallelSharedLayers } from './mtp_config';
+import { MtpConfig, mtpBlockParams, mtpErrors } from './mtp_config';
 
 /** How gradients are computed: one joint backward, or head by head (Gloeckle Fig. 2). */
 export const BACKWARD_MODES = ['joint', 'memory-efficient'] as const;
@@ -264,15 +264,5 @@ export function countParams(m: ModelConfig): number {
   const block = 2 * 2 * C + C * 3 * C + C * C + C * hidden + hidden + hidden * C + C;
   const unembed = m.tieEmbeddings ? 0 : C * m.vocabSize;
   const trunk = m.vocabSize * C + m.blockSize * C + 2 * C + unembed;
-  const mtp = m.mtp;
-  switch (mtp.kind) {
-    case 'none':
-      return trunk + m.nLayer * block;
-    case 'parallel':
-      return trunk + (parallelSharedLayers(m.nLayer, mtp) + mtp.k * mtp.headLayers) * block;
-    case 'sequential': // per module: two RMSNorm gains, the 2C×C projection, one block
-      return trunk + m.nLayer * block + mtp.depth * (2 * C + 2 * C * C + block);
-    case 'medusa': // per head: W1 (C×C) with bias, W2 (C×V)
-      return trunk + m.nLayer * block + mtp.heads * (C * C + C + C * m.vocabSize);
-  }
+  return trunk + mtpBlockParams(m.mtp, { nLayer: m.nLayer, nEmbd: C, vocabSize: m.vocabSize, block });
 }

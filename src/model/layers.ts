@@ -50,7 +50,7 @@ export interface AttentionInput {
 }
 
 /** x [rows, K] · w [K, N] (+ bias [N]) (+ residual [rows, N]): one fused kernel on wasm, plain ops elsewhere. */
-function project(x: tf.Tensor2D, w: tf.Tensor2D, bias?: tf.Tensor1D, residual?: tf.Tensor2D): tf.Tensor2D {
+export function project(x: tf.Tensor2D, w: tf.Tensor2D, bias?: tf.Tensor1D, residual?: tf.Tensor2D): tf.Tensor2D {
   if (nativeKernels() && fusedLinearSupports(w.shape[1])) return fusedLinear(x, w, bias, residual);
   let y: tf.Tensor2D = tf.matMul(x, w);
   if (bias) y = tf.add(y, bias);
@@ -69,9 +69,14 @@ function attentionRows(
 ): tf.Tensor2D {
   const C = x.shape[1];
   const qkv = tf.matMul(x, param(params, `${p}wqkv`)) as tf.Tensor2D; // [B*T, 3C]
-  const fused = nativeKernels() && fusedAttentionSupports(C, nHead) && fusedHeads(qkv, B, T, nHead, inp);
-  const merged = fused || heads(qkv, B, T, nHead, inp); // [B*T, C]
+  const merged = attendQKV(qkv, B, T, C, nHead, inp); // [B*T, C]
   return project(merged, param(params, `${p}wo`) as tf.Tensor2D, undefined, residual);
+}
+
+/** Attention from a QKV projection: qkv [B*T, 3C] → the heads' outputs merged, [B*T, C] (fused on wasm, plain ops elsewhere). */
+export function attendQKV(qkv: tf.Tensor2D, B: number, T: number, C: number, nHead: number, inp: AttentionInput): tf.Tensor2D {
+  const fused = nativeKernels() && fusedAttentionSupports(C, nHead) && fusedHeads(qkv, B, T, nHead, inp);
+  return fused || heads(qkv, B, T, nHead, inp);
 }
 
 /** Attention of the heads on the fused wasm kernels: qkv [B*T, 3C] → [B*T, C]; null when the cache keeps plain tensors. */
@@ -102,7 +107,7 @@ export function mlp(x: tf.Tensor3D, params: ParamMap, p: string): tf.Tensor3D {
 }
 
 /** mlp() on rows, plus `residual` when given: x [B*T, C] → [B*T, C]. */
-function mlpRows(x: tf.Tensor2D, params: ParamMap, p: string, residual?: tf.Tensor2D): tf.Tensor2D {
+export function mlpRows(x: tf.Tensor2D, params: ParamMap, p: string, residual?: tf.Tensor2D): tf.Tensor2D {
   const h = tf.matMul(x, param(params, `${p}w1`)) as tf.Tensor2D; // [B*T, 4C]
   const b1 = param(params, `${p}b1`) as tf.Tensor1D;
   const g = nativeKernels() ? fusedBiasGelu(h, b1) : (gelu(tf.add(h, b1)) as tf.Tensor2D); // [B*T, 4C]

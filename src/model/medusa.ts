@@ -21,8 +21,12 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackwardMode, MedusaMtp, ModelConfig } from '../config';
 import type { Batch } from '../data/batch';
+import type { CommitInfo, Drafter, DrafterOptions, VerifyOptions } from '../decode/drafter';
+import { HeadsDrafter, HeadsSource } from '../decode/heads_drafter';
+import { drafterShape } from '../decode/tree_shape';
 import { Rng } from '../util/rng';
 import { CacheSet } from './cache_set';
+import type { KVCache } from './kv_cache';
 import type { DecodeOptions, LossAndGrads, LossOutput, MtpModel } from './mtp_model';
 import { jointLossAndGrads } from './mtp_model';
 import { layerNorm, param } from './layers';
@@ -188,6 +192,37 @@ export class MedusaModel implements MtpModel {
       const { logits, hidden } = this.decodeHidden(tokens, caches, opts);
       return tf.concat([tf.expandDims(logits, 0), this.headsLogits(hidden)], 0) as tf.Tensor3D; // [1 + K, T, V]
     });
+  }
+
+  newCache(): KVCache {
+    return this.trunk.newCache();
+  }
+
+  /** Trunk over new tokens [T]: base logits [T, V]; features = the last hidden state h [T, C] the heads read. */
+  verifyForward(tokens: number[], cache: KVCache, opts: VerifyOptions = {}): { logits: tf.Tensor2D; features: tf.Tensor2D } {
+    const { logits, hidden } = this.decodeHidden(tokens, new CacheSet(cache), opts);
+    return { logits, features: hidden };
+  }
+
+  /**
+   * Medusa tree (or chain) drafting (§2.1.2): Medusa head d drafts depth d from the hidden state of
+   * the last accepted node only — the heads hold no attention, so they never run on rejected drafts.
+   */
+  drafter(opts: DrafterOptions = {}): Drafter {
+    const choices = drafterShape('medusa', this.k, opts);
+    const depth = choices.reduce((m, p) => Math.max(m, p.length), 0);
+    const kind = choices.length === depth ? 'chain' : `${choices.length + 1}-node tree`;
+    const source: HeadsSource = {
+      heads: this.heads,
+      forwards: 0,
+      logits: (info: CommitInfo, n: number) => {
+        source.forwards += 1;
+        const h = tf.slice(info.features, [info.rows[info.rows.length - 1], 0], [1, -1]) as tf.Tensor2D; // [1, C]
+        return tf.concat(Array.from({ length: n }, (_, i) => this.headLogits(h, i + 1)), 0) as tf.Tensor2D; // [n, V]
+      },
+      dispose: () => {},
+    };
+    return new HeadsDrafter(`medusa ${kind} k=${depth + 1}`, source, choices, this.config.vocabSize);
   }
 
   dispose(): void {

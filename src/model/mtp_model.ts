@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackwardMode, ModelConfig } from '../config';
+import type { Drafter, DrafterOptions, VerifyTarget } from '../decode/drafter';
 import type { CacheSet } from './cache_set';
 import type { ParamMap } from './params';
 import type { Transformer } from './transformer';
@@ -28,7 +29,7 @@ export interface DecodeOptions {
   mask?: tf.Tensor2D;
 }
 
-export interface MtpModel {
+export interface MtpModel extends VerifyTarget {
   readonly config: ModelConfig;
   /** The trunk (embeddings, blocks, final norm, unembedding); its full forward is the next-token model. */
   readonly trunk: Transformer;
@@ -58,6 +59,11 @@ export interface MtpModel {
    * the caller disposes.
    */
   decodeLogits(tokens: number[], caches: CacheSet, opts?: DecodeOptions): tf.Tensor3D;
+  /**
+   * The variant's drafter for the decoding engine (decode/engine.ts): it proposes draft trees from
+   * the variant's extra heads or modules, k − 1 deep at most (k default: the model's k).
+   */
+  drafter(opts?: DrafterOptions): Drafter;
   dispose(): void;
 }
 

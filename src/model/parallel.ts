@@ -20,13 +20,16 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ModelConfig, ParallelMtp } from '../config';
 import { parallelSharedLayers } from '../config';
+import type { CommitInfo, Drafter, DrafterOptions, VerifyOptions } from '../decode/drafter';
+import { HeadsDrafter, HeadsSource } from '../decode/heads_drafter';
+import { drafterShape } from '../decode/tree_shape';
 import { Rng } from '../util/rng';
 import { CacheSet } from './cache_set';
 import type { BackwardMode } from '../config';
 import type { DecodeOptions, LossAndGrads, LossOutput, MtpModel } from './mtp_model';
 import { jointLossAndGrads } from './mtp_model';
 import { KVCache } from './kv_cache';
-import { block } from './layers';
+import { attendQKV, block, layerNorm, mlpRows, param, project } from './layers';
 import { addBlockParams, nextScope, ParamFactory, ParamMap } from './params';
 import { crossEntropy, Transformer } from './transformer';
 
@@ -80,12 +83,12 @@ export class ParallelModel implements MtpModel {
   }
 
   /** Head i's blocks (0-based i) over the trunk output z: [B, T, C] → [B, T, C]. */
-  private headHidden(i: number, z: tf.Tensor3D, mask: tf.Tensor2D, caches?: CacheSet): tf.Tensor3D {
-    if (i === 0) return this.trunk.blocks(z, mask, this.nShared, this.nShared + this.headLayers, caches?.trunk);
+  private headHidden(i: number, z: tf.Tensor3D, mask: tf.Tensor2D, cache?: KVCache): tf.Tensor3D {
+    if (i === 0) return this.trunk.blocks(z, mask, this.nShared, this.nShared + this.headLayers, cache);
     const { nHead, normEps } = this.config;
     let h = z;
     for (let j = 0; j < this.headLayers; j++) {
-      h = block(h, this.params, `h${i + 1}.l${j}.`, nHead, normEps, { mask, cache: caches?.extra[i - 1], layer: j });
+      h = block(h, this.params, `h${i + 1}.l${j}.`, nHead, normEps, { mask, cache, layer: j });
     }
     return h;
   }
@@ -160,12 +163,123 @@ export class ParallelModel implements MtpModel {
       const { x, mask } = this.trunk.embed(input, { cache: caches.trunk, positions: opts.positions, mask: opts.mask });
       const z = this.trunk.blocks(x, mask, 0, this.nShared, caches.trunk); // [1, T, C]
       const heads = 1 + caches.extra.length; // the heads this session decodes with
-      const logits = Array.from({ length: heads }, (_, i) => this.trunk.unembed(this.headHidden(i, z, mask, caches))); // heads × [1, T, V]
+      const logits = Array.from({ length: heads }, (_, i) => this.trunk.unembed(this.headHidden(i, z, mask, i === 0 ? caches.trunk : caches.extra[i - 1]))); // heads × [1, T, V]
       return tf.concat(logits, 0) as tf.Tensor3D; // [heads, T, V]
     });
+  }
+
+  newCache(): KVCache {
+    return this.trunk.newCache();
+  }
+
+  /** Trunk and head 1 over new tokens [T]: next-token logits [T, V]; features = the shared trunk's output z [T, C]. */
+  verifyForward(tokens: number[], cache: KVCache, opts: VerifyOptions = {}): { logits: tf.Tensor2D; features: tf.Tensor2D } {
+    const T = tokens.length;
+    const { x, mask } = this.trunk.embed(tf.tensor2d([tokens], [1, T], 'int32'), { cache, ...opts });
+    const z = this.trunk.blocks(x, mask, 0, this.nShared, cache); // [1, T, C]
+    const h = this.trunk.blocks(z, mask, this.nShared, this.nShared + this.headLayers, cache); // head 1
+    return { logits: tf.reshape(this.trunk.unembed(h), [T, this.config.vocabSize]), features: tf.reshape(z, [T, this.config.nEmbd]) };
+  }
+
+  /**
+   * Heads 2..n over new trunk outputs z [R, C], appending to their caches (caches[i − 1] for head
+   * i + 1): their hidden states at the last row, [n − 1, C] (before the shared final norm).
+   */
+  headsLastRow(z: tf.Tensor2D, caches: KVCache[]): tf.Tensor2D {
+    const [R, C] = z.shape;
+    const rows = caches.map((cache, i) => {
+      const mask = this.trunk.causalMask(cache.length, R);
+      const h = this.headHidden(i + 1, tf.reshape(z, [1, R, C]), mask, cache); // [1, R, C]
+      return tf.reshape(tf.slice(h, [0, R - 1, 0], [1, 1, C]), [1, C]);
+    });
+    return tf.concat(rows, 0) as tf.Tensor2D; // [n − 1, C]
+  }
+
+  /**
+   * Blockwise / tree drafting with heads 2..k (Gloeckle et al. 2024 §3.2; Stern et al. 2018): head
+   * d + 1 drafts depth d. Heads 2..k run once per step over the newly committed positions only — their
+   * caches need exactly those — and are unembedded at the last one, so rejected drafts cost them nothing.
+   */
+  drafter(opts: DrafterOptions = {}): Drafter {
+    const choices = drafterShape('parallel heads', this.k, opts);
+    const depth = choices.reduce((m, p) => Math.max(m, p.length), 0);
+    const kind = choices.length === depth ? 'chain' : `${choices.length + 1}-node tree`;
+    return new HeadsDrafter(`parallel heads ${kind} k=${depth + 1}`, new ParallelHeads(this, depth), choices, this.config.vocabSize);
   }
 
   dispose(): void {
     this.trunk.dispose();
   }
+}
+
+/**
+ * Heads 2..n+1 of a parallel model as a drafting source. Each step they take in the newly committed
+ * rows of the shared trunk's output z (their KV caches need every committed position) and give logits
+ * at the last one only.
+ *
+ * With one block per head (the default) the heads run batched: their first LayerNorm gain and bias are
+ * folded into one QKV weight for all heads, LN(z)·W_h = n(z)·(diag(g_h) W_h) + b_h W_h with n(z) the
+ * gain-free normalisation, so one product gives every head's Q, K, V; one KV cache holds the heads as
+ * its batch, so one attention call serves them all; and the rest of each block (output projection,
+ * MLP) runs at the last row only, the one whose output is used. Deeper heads run head by head.
+ */
+class ParallelHeads implements HeadsSource {
+  forwards = 0;
+  private caches: KVCache[];
+  /** The batched path's folded weights (one block per head). */
+  private readonly folded: { wqkv: tf.Tensor2D; bqkv: tf.Tensor1D; ones: tf.Tensor1D; zeros: tf.Tensor1D } | null;
+
+  constructor(
+    private readonly model: ParallelModel,
+    readonly heads: number,
+  ) {
+    const batched = model.headLayers === 1 && heads > 0;
+    this.caches = batched ? [new KVCache(1)] : Array.from({ length: heads }, () => new KVCache(model.headLayers));
+    this.folded = batched ? tf.tidy(() => foldHeads(model, heads)) : null;
+  }
+
+  logits(info: CommitInfo, depth: number): tf.Tensor2D {
+    if (info.reset) for (const c of this.caches) c.dispose();
+    const rows = info.rows;
+    const contiguous = rows.every((r, i) => r === rows[0] + i);
+    const z = (contiguous ? tf.slice(info.features, [rows[0], 0], [rows.length, -1]) : tf.gather(info.features, tf.tensor1d(rows as number[], 'int32'))) as tf.Tensor2D; // [R, C]
+    this.forwards += 1;
+    const h = this.folded ? this.batchedLastRow(z, depth) : this.model.headsLastRow(z, this.caches.slice(0, depth)); // [depth, C]
+    return tf.reshape(this.model.trunk.unembed(tf.reshape(h, [1, depth, -1]) as tf.Tensor3D), [depth, -1]) as tf.Tensor2D; // [depth, V]
+  }
+
+  dispose(): void {
+    for (const c of this.caches) c.dispose();
+    if (this.folded) tf.dispose(Object.values(this.folded));
+  }
+
+  /** One-block heads 2..n+1 batched over new rows z [R, C] → their outputs at the last row [n, C]. */
+  private batchedLastRow(z: tf.Tensor2D, n: number): tf.Tensor2D {
+    const { nHead, normEps, nEmbd: C } = this.model.config;
+    const f = this.folded!;
+    const R = z.shape[0];
+    const cache = this.caches[0];
+    const qkv = project(layerNorm(z, f.ones, f.zeros, normEps) as tf.Tensor2D, f.wqkv, f.bqkv); // [R, n·3C]
+    const byHead = tf.reshape(tf.transpose(tf.reshape(qkv, [R, n, 3 * C]), [1, 0, 2]), [n * R, 3 * C]) as tf.Tensor2D; // heads as the batch, [n·R, 3C]
+    const att = attendQKV(byHead, n, R, C, nHead, { mask: this.model.trunk.causalMask(cache.length, R), cache, layer: 0 }); // [n·R, C]
+    const last = tf.reshape(tf.slice(tf.reshape(att, [n, R, C]), [0, R - 1, 0], [n, 1, C]), [n, C]); // [n, C]
+    const zLast = tf.slice(z, [R - 1, 0], [1, C]) as tf.Tensor2D; // [1, C]
+    const out = tf.split(last, n, 0).map((a, i) => {
+      const p = `h${i + 2}.l0.`;
+      const x1 = project(a as tf.Tensor2D, param(this.model.params, `${p}wo`) as tf.Tensor as tf.Tensor2D, undefined, zLast); // z + attention
+      const h2 = layerNorm(x1, param(this.model.params, `${p}ln2g`), param(this.model.params, `${p}ln2b`), normEps) as tf.Tensor2D;
+      return mlpRows(h2, this.model.params, p, x1); // [1, C]
+    });
+    return tf.concat(out, 0) as tf.Tensor2D; // [n, C]
+  }
+}
+
+/** Heads 2..n+1's first LayerNorm folded into one QKV weight [C, n·3C] and bias [n·3C] (see ParallelHeads). */
+function foldHeads(model: ParallelModel, n: number): { wqkv: tf.Tensor2D; bqkv: tf.Tensor1D; ones: tf.Tensor1D; zeros: tf.Tensor1D } {
+  const C = model.config.nEmbd;
+  const get = (name: string) => param(model.params, name);
+  const heads = Array.from({ length: n }, (_, i) => `h${i + 2}.l0.`);
+  const w = heads.map((p) => tf.mul(tf.reshape(get(`${p}ln1g`), [C, 1]), get(`${p}wqkv`))); // diag(g_h)·W_h [C, 3C]
+  const b = heads.map((p) => tf.reshape(tf.matMul(tf.reshape(get(`${p}ln1b`), [1, C]), get(`${p}wqkv`) as tf.Tensor as tf.Tensor2D), [3 * C])); // b_h·W_h [3C]
+  return { wqkv: tf.concat(w, 1) as tf.Tensor2D, bqkv: tf.concat(b) as tf.Tensor1D, ones: tf.ones([C]), zeros: tf.zeros([C]) };
 }

@@ -22,12 +22,15 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackwardMode, ModelConfig, SequentialMtp } from '../config';
+import type { Drafter, DrafterOptions, VerifyOptions } from '../decode/drafter';
+import { drafterShape } from '../decode/tree_shape';
 import { Rng } from '../util/rng';
+import { SequentialDrafter } from './sequential_drafter';
 import { CacheSet } from './cache_set';
 import type { DecodeOptions, LossAndGrads, LossOutput, MtpModel } from './mtp_model';
 import { jointLossAndGrads } from './mtp_model';
 import { KVCache } from './kv_cache';
-import { block, param } from './layers';
+import { block, param, project } from './layers';
 import { addBlockParams, nextScope, ParamFactory, ParamMap } from './params';
 import { rmsNorm } from './rmsnorm';
 import { crossEntropy, Transformer } from './transformer';
@@ -155,6 +158,54 @@ export class SequentialModel implements MtpModel {
    */
   decodeLogits(tokens: number[], caches: CacheSet, opts: DecodeOptions = {}): tf.Tensor3D {
     return tf.tidy(() => this.trunkStep(tf.tensor1d(tokens, 'int32'), caches, opts).logits);
+  }
+
+  newCache(): KVCache {
+    return this.trunk.newCache();
+  }
+
+  /** Trunk over new tokens [T]: next-token logits [T, V]; features = h⁰ [T, C], what module 1 reads. */
+  verifyForward(tokens: number[], cache: KVCache, opts: VerifyOptions = {}): { logits: tf.Tensor2D; features: tf.Tensor2D } {
+    return this.trunk.verifyForward(tokens, cache, opts);
+  }
+
+  /**
+   * What decoding with module m can compute once, its weights being fixed meanwhile: with the
+   * projection split as Mₘ = [P_h ; P_e] (each [C, C]),
+   *   h′ = [g_h·n(h) ; g_e·n(Emb x)] · Mₘ = n(h) · (diag(g_h) P_h) + table[x],
+   * where n(·) is RMSNorm without its gain and table = (g_e·n(Emb)) · P_e [V, C] holds the token side for
+   * every token. A module step then costs one normalisation, one product and one row lookup before its
+   * block. The caller disposes the tensors.
+   */
+  moduleTables(m: number): { projH: tf.Tensor2D; tokenTable: tf.Tensor2D } {
+    const C = this.config.nEmbd;
+    const p = `m${m}.`;
+    return tf.tidy(() => {
+      const proj = param(this.params, `${p}proj`); // [2C, C]
+      const projH = tf.mul(tf.slice(proj, [0, 0], [C, C]), tf.reshape(param(this.params, `${p}hnorm`), [C, 1])) as tf.Tensor2D; // diag(g_h)·P_h
+      const emb = rmsNorm(param(this.params, 'tokEmb'), param(this.params, `${p}enorm`), this.config.normEps) as tf.Tensor2D; // [V, C]
+      return { projH, tokenTable: tf.matMul(emb, tf.slice(proj, [C, 0], [C, C])) };
+    });
+  }
+
+  /**
+   * Module m (1-based) over R rows with an explicit mask, through its `moduleTables` (the drafter's
+   * path; equal to the training-time module up to float rounding): hidden [R, C] = depth m−1's states,
+   * tokens [R] = the token m places ahead of each row, mask [R, S] additive over the module's cache +
+   * these rows → hᵐ [R, C]. Appends to `cache`. Call inside tf.tidy.
+   */
+  moduleRows(m: number, hidden: tf.Tensor2D, tokens: tf.Tensor1D, mask: tf.Tensor2D, cache: KVCache, tables: { projH: tf.Tensor2D; tokenTable: tf.Tensor2D }): tf.Tensor2D {
+    if (!Number.isInteger(m) || m < 1 || m > this.depth) throw new Error(`moduleRows: m must be an integer in [1, ${this.depth}], got ${m}`);
+    const [R, C] = hidden.shape;
+    const n = tf.mul(hidden, tf.rsqrt(tf.add(tf.mean(tf.square(hidden), -1, true), this.config.normEps))) as tf.Tensor2D; // n(h) [R, C]
+    const merged = project(n, tables.projH, undefined, tf.gather(tables.tokenTable, tokens)); // h′ [R, C]
+    const h = block(tf.reshape(merged, [1, R, C]), this.params, `m${m}.`, this.config.nHead, this.config.normEps, { mask, cache, layer: 0 }); // [1, R, C]
+    return tf.reshape(h, [R, C]);
+  }
+
+  /** Self-speculative drafting with the modules (DeepSeek-V3 §2.2 used at inference), chain or tree. */
+  drafter(opts: DrafterOptions = {}): Drafter {
+    return new SequentialDrafter(this, drafterShape('sequential modules', this.k, opts));
   }
 
   dispose(): void {

@@ -109,6 +109,17 @@ export class Transformer {
     return tf.reshape(logits, [B, T, this.config.vocabSize]);
   }
 
+  /**
+   * Decoding forward (batch 1) for the decoding engine: tokens [T] appended to `cache` → next-token
+   * logits [T, V] and the features its drafters read, here the last block's output z [T, C] (before
+   * the final norm). Call inside tf.tidy.
+   */
+  verifyForward(tokens: number[], cache: KVCache, opts: Omit<ForwardOptions, 'cache'> = {}): { logits: tf.Tensor2D; features: tf.Tensor2D } {
+    const T = tokens.length;
+    const z = this.trunk(tf.tensor2d([tokens], [1, T], 'int32'), { ...opts, cache }); // [1, T, C]
+    return { logits: tf.reshape(this.unembed(z), [T, this.config.vocabSize]), features: tf.reshape(z, [T, this.config.nEmbd]) };
+  }
+
   /** Next-token logits [B, T, V] for tokens [B, T] (inside tf.tidy; cache tensors survive). */
   forward(tokens: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
     return tf.tidy(() => this.unembed(this.trunk(tokens, opts)));

@@ -1,0 +1,86 @@
+/**
+ * `mtp generate`: continue a prompt with any decoder of the engine, and with --compare, greedy or
+ * sampled AR on the same prompt and backend right after, with the speedup and whether the outputs match.
+ *
+ *   npm run mtp -- generate --ckpt=runs/parallel/model.ckpt --decoder=blockwise --k=4 --compare
+ *   npm run mtp -- generate --ckpt=runs/medusa/model.ckpt --decoder=medusa --tree=sparse63 --compare
+ *   npm run mtp -- generate --ckpt=runs/tiny/model.ckpt --decoder=lookup --compare
+ */
+import type { Argv } from 'yargs';
+import { MTP_DECODER } from '../config';
+import { ACCEPTANCE_NAMES, acceptanceRule, AcceptanceName } from '../decode/acceptance';
+import { generate } from '../decode/ar';
+import type { Drafter } from '../decode/drafter';
+import { decode, EngineResult } from '../decode/engine';
+import { PromptLookupDrafter } from '../decode/lookup';
+import { denseTree, sparseTree, TreeChoices } from '../decode/tree';
+import type { MtpModel } from '../model/mtp_model';
+import type { Tokenizer } from '../data/tokenizer';
+
+export const DECODER_NAMES = ['ar', 'blockwise', 'sequential', 'medusa', 'lookup'] as const;
+export const TREE_NAMES = ['chain', 'dense', 'sparse63'] as const;
+
+/** The flags `generate` adds to the checkpoint and sampling ones. */
+export function decoderOptions(y: Argv): Argv {
+  return y
+    .option('decoder', { type: 'string', choices: DECODER_NAMES as unknown as string[], default: 'ar', describe: 'ar = plain decoding; blockwise / sequential / medusa = the checkpoint’s own heads or modules drafting; lookup = prompt lookup (any checkpoint)' })
+    .option('acceptance', { type: 'string', choices: ACCEPTANCE_NAMES as unknown as string[], default: 'greedy', describe: 'greedy (lossless), typical (Medusa), sampling (speculative sampling, lossless at T > 0), unverified (lossy)' })
+    .option('tree', { type: 'string', choices: TREE_NAMES as unknown as string[], default: 'chain', describe: 'draft shape: chain, dense (top-3 then top-2 per depth), sparse63 (63 nodes, Medusa’s shape)' })
+    .option('k', { type: 'number', describe: 'tokens per step = 1 + draft depth [default: all the drafter offers; lookup 5]' })
+    .option('ngram', { type: 'number', default: 3, describe: 'lookup: longest suffix matched' })
+    .option('compare', { type: 'boolean', default: false, describe: 'also run plain AR on the same prompt: speedup and identical outputs' });
+}
+
+function treeOf(name: string, depth: number): TreeChoices | undefined {
+  if (name === 'chain' || depth === 0) return undefined;
+  return name === 'dense' ? denseTree(depth) : sparseTree(depth);
+}
+
+/** The drafter a --decoder names, checked against the checkpoint's variant. */
+export function drafterFor(model: MtpModel, argv: Record<string, unknown>): Drafter | null {
+  const decoder = argv.decoder as (typeof DECODER_NAMES)[number];
+  const k = argv.k as number | undefined;
+  if (k !== undefined && !(Number.isInteger(k) && k >= 1)) throw new Error(`--k must be an integer ≥ 1, got ${k}`);
+  if (decoder === 'ar') return null;
+  if (decoder === 'lookup') return new PromptLookupDrafter({ k, maxNgram: argv.ngram as number });
+  const own = MTP_DECODER[model.config.mtp.kind];
+  if (own !== decoder) {
+    throw new Error(`--decoder=${decoder} needs a checkpoint with its drafting heads or modules, but this one is mtp.kind '${model.config.mtp.kind}'` + (own ? `; its decoder is --decoder=${own}` : '; use --decoder=ar or --decoder=lookup'));
+  }
+  const depth = (k ?? model.k) - 1;
+  return model.drafter({ k, tree: treeOf(argv.tree as string, Math.min(depth, model.k - 1)) });
+}
+
+function fmt(x: number, digits = 2): string {
+  return Number.isFinite(x) ? x.toFixed(digits) : '-';
+}
+
+function describe(r: EngineResult): string {
+  const s = r.stats;
+  const alpha = s.alpha.length ? ` | α ${s.alpha.map((a) => fmt(a)).join(' / ')}` : '';
+  return `${s.method}: ${s.newTokens} tokens, ${s.forwards} forwards, τ ${fmt(s.tau)}${alpha} | ${fmt(s.tokensPerSec, 1)} tokens/s`;
+}
+
+/** Runs the chosen decoder (and AR with --compare) and prints the text and the statistics. */
+export async function runGenerate(model: MtpModel, tokenizer: Tokenizer, prompt: string, argv: Record<string, unknown>): Promise<void> {
+  const ids = Array.from(tokenizer.encode(prompt));
+  const sampling = { temperature: argv.temperature as number, topK: argv.topK as number, topP: argv.topP as number };
+  const acceptance = acceptanceRule(argv.acceptance as AcceptanceName, sampling);
+  const drafter = drafterFor(model, argv);
+  const maxNewTokens = argv.tokens as number;
+  const seed = argv.seed as number;
+  const out = await decode(model, drafter, ids, { maxNewTokens, acceptance, seed });
+  console.log(`--- ${describe(out)} ---`);
+  console.log(prompt + tokenizer.decode(out.tokens));
+  console.log('---');
+  if (!argv.compare) return;
+  const ar = await generate(model, ids, { maxNewTokens, ...sampling, seed });
+  console.log(`AR (same prompt, backend and sampling): ${describe(ar)}`);
+  const identical = JSON.stringify(ar.tokens) === JSON.stringify(out.tokens);
+  const verdict = acceptance.lossless && sampling.temperature === 0
+    ? (identical ? 'identical to AR (lossless)' : 'DIFFERENT from AR — a lossless decoder must match it; please report this')
+    : acceptance.lossless
+      ? `${identical ? 'identical' : 'differs'} (sampling: the same distribution as AR, not the same tokens)`
+      : `${identical ? 'identical' : 'differs'} (lossy rule: not checked against the model)`;
+  console.log(`speedup ×${fmt(out.stats.tokensPerSec / ar.stats.tokensPerSec)} | ${verdict}`);
+}

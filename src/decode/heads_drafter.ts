@@ -1,0 +1,97 @@
+/**
+ * Drafting from heads that read one hidden state: Gloeckle et al.'s parallel heads and Medusa heads.
+ * At the last committed position t, head d gives a distribution over the token d places after the
+ * root (the root itself, x[t+1], is the target's own bonus token). The heads do not see the drafts
+ * before them, so every node at depth d takes its children from the same distribution: the tree shape
+ * picks ranks (decode/tree_shape.ts), a chain takes rank 0 at every depth — blockwise parallel
+ * decoding (Stern et al. 2018) — and a wider shape is Medusa's tree (Cai et al. 2024, §2.1.2).
+ *
+ * The variant supplies `HeadsSource.logits`: run after every verification forward, it turns the
+ * target's features at the committed rows into the heads' logits at the last one (and keeps whatever
+ * caches its heads need). One host read per step brings them back.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { CommitInfo, DraftContext, Drafter } from './drafter';
+import type { ChildDraw, DraftTree } from './draft_tree';
+import { rootOnly } from './draft_tree';
+import { TreeChoices } from './tree';
+import { Children, pickChildren, TreeShape } from './tree_shape';
+
+export interface HeadsSource {
+  /** Heads available for drafting (depths 1..heads). */
+  readonly heads: number;
+  /** Logits [depth, V] of heads 1..depth at the last committed row of `info` (inside tf.tidy). */
+  logits(info: CommitInfo, depth: number): tf.Tensor2D;
+  /** Forwards of the heads' own networks so far. */
+  forwards: number;
+  dispose(): void;
+}
+
+export class HeadsDrafter implements Drafter {
+  readonly maxDepth: number;
+  private readonly shape: TreeShape;
+  /** [depth][V] the heads' logits at the last committed position (null before the prefill). */
+  private rows: Float32Array[] | null = null;
+
+  constructor(
+    readonly name: string,
+    private readonly source: HeadsSource,
+    choices: TreeChoices,
+    private readonly V: number,
+  ) {
+    this.shape = new TreeShape(choices);
+    if (this.shape.depth > source.heads) throw new Error(`${name}: the tree is ${this.shape.depth} deep but there are ${source.heads} drafting heads`);
+    if (this.shape.topk > V) throw new Error(`${name}: the tree uses rank ${this.shape.topk - 1}, beyond the vocabulary (${V} tokens)`);
+    this.maxDepth = this.shape.depth;
+  }
+
+  get draftForwards(): number {
+    return this.source.forwards;
+  }
+
+  propose(ctx: DraftContext): DraftTree {
+    const root = ctx.seq[ctx.seq.length - 1];
+    if (!this.rows) return rootOnly(root);
+    const s = this.shape;
+    // depth d's candidates: node u's children are u's ranks (or that many draws) from head d's distribution
+    const tokens = [root];
+    const parents = [-1];
+    const draws: (ChildDraw | undefined)[] = [];
+    const kept = new Map<number, number>([[0, 0]]); // shape node → tree node
+    const perDepth = new Map<number, Children & { ranks: number[] }>(); // depth → its candidates
+    for (let u = 0; u < s.size; u++) {
+      const node = kept.get(u);
+      if (node === undefined || s.depths[u] >= ctx.maxDepth || s.children[u].length === 0) continue;
+      const d = s.depths[u] + 1;
+      const widest = Math.max(...s.children.filter((_, w) => s.depths[w] === d - 1).map((c) => c.length));
+      if (!perDepth.has(d)) {
+        const ranks = ctx.sample ? Array.from({ length: widest }, (_, i) => i) : [...new Set(s.paths.filter((p) => p.length === d).map((p) => p[d - 1]))].sort((a, b) => a - b);
+        perDepth.set(d, { ...pickChildren(this.rows[d - 1], ranks, ctx.sample, ctx.sampling, ctx.rng), ranks });
+      }
+      const cand = perDepth.get(d)!;
+      draws[node] = cand.draw;
+      s.children[u].forEach((w, i) => {
+        const at = ctx.sample ? i : cand.ranks.indexOf(s.childRanks[u][i]);
+        if (at >= cand.tokens.length) return; // q ran out of tokens to draw
+        kept.set(w, tokens.length);
+        tokens.push(cand.tokens[at]);
+        parents.push(node);
+      });
+    }
+    return { tokens, parents, draws };
+  }
+
+  async commit(info: CommitInfo): Promise<void> {
+    const depth = this.maxDepth;
+    if (depth === 0) return;
+    const logits = tf.tidy(() => this.source.logits(info, depth)); // [depth, V]
+    const data = (await logits.data()) as Float32Array;
+    logits.dispose();
+    this.rows = Array.from({ length: depth }, (_, d) => data.subarray(d * this.V, (d + 1) * this.V));
+  }
+
+  dispose(): void {
+    this.rows = null;
+    this.source.dispose();
+  }
+}
