@@ -4,13 +4,19 @@
  * identical to AR's — the bench stops if one differs). Prompts are windows of the corpus's validation
  * split. Reports τ, αᵢ, tokens/s and the speedup.
  *
- *   npm run bench:decode -- --ckpt=runs/tiny-par4/model.ckpt [--k=1,2,3,4] [--prompts=8] [--tokens=128] [--runs=5]
+ * Each model's own drafter runs with every tree shape asked for (chain = blockwise drafting; dense and
+ * sparse63 = trees, decode/tree.ts), and prompt lookup (no weights) beside it.
+ *
+ *   npm run bench:decode -- --ckpt=runs/tiny-par4/model.ckpt [--k=1,2,3,4] [--trees=chain,dense] [--prompts=8] [--tokens=128] [--runs=5]
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BACKEND_NAMES, BackendName, initBackend } from '../src/backend/index';
 import { loadCorpus, splitTrainVal } from '../src/data/corpus';
-import { selfSpeculative } from '../src/decode/decoders';
+import { decode } from '../src/decode/engine';
+import { PromptLookupDrafter } from '../src/decode/lookup';
+import { denseTree, sparseTree } from '../src/decode/tree';
+import type { MtpModel } from '../src/model/mtp_model';
 import { compareWithAR, SpeedRow } from '../src/eval/speed';
 import { loadModel } from '../src/train/run';
 import { Rng } from '../src/util/rng';
@@ -20,6 +26,8 @@ async function main() {
   const argv = yargs(hideBin(process.argv))
     .option('ckpt', { type: 'string', demandOption: true, describe: 'checkpoint of an MTP model (comma list for several)' })
     .option('k', { type: 'string', describe: 'draft lengths to test (comma list; default: the model’s k)' })
+    .option('trees', { type: 'string', default: 'chain', describe: 'draft shapes for the model’s own drafter (comma list of chain, dense, sparse63)' })
+    .option('lookup', { type: 'boolean', default: true, describe: 'also measure prompt lookup (k = 5) on each model' })
     .option('prompts', { type: 'number', default: 8, describe: 'prompts from the validation split' })
     .option('promptLength', { type: 'number', default: 32, describe: 'tokens per prompt' })
     .option('tokens', { type: 'number', default: 128, describe: 'tokens generated per prompt' })
@@ -44,7 +52,13 @@ async function main() {
     const ks = argv.k ? argv.k.split(',').map(Number) : [model.k];
     const variant = `${config.model.mtp.kind} k=${model.k}`;
     console.log(`${ckpt}: ${variant}, ${backend.name}; ${argv.prompts} prompts × ${argv.tokens} tokens × ${argv.runs} runs`);
-    const decoders = ks.map((k) => ({ label: `self-speculative k=${k}`, decode: (m: typeof model, p: number[], n: number) => selfSpeculative(m, p, { maxNewTokens: n, k }) }));
+    const trees = argv.trees.split(',');
+    for (const t of trees) if (!['chain', 'dense', 'sparse63'].includes(t)) throw new Error(`--trees: unknown shape '${t}'; allowed: chain, dense, sparse63`);
+    const shape = (t: string, depth: number) => (t === 'chain' || depth === 0 ? undefined : t === 'dense' ? denseTree(depth) : sparseTree(depth));
+    const decoders = ks.filter((k) => k > 1).flatMap((k) =>
+      trees.map((t) => ({ label: `${t} k=${k}`, decode: (m: MtpModel, p: number[], n: number) => decode(m, m.drafter({ k, tree: shape(t, k - 1) }), p, { maxNewTokens: n }) })),
+    );
+    if (argv.lookup) decoders.push({ label: 'prompt lookup k=5', decode: (m: MtpModel, p: number[], n: number) => decode(m, new PromptLookupDrafter({ k: 5 }), p, { maxNewTokens: n }) });
     const measured = await compareWithAR(model, prompts, decoders, { tokens: argv.tokens, runs: argv.runs });
     for (const r of measured) {
       if (!r.identical) throw new Error(`${ckpt} ${r.label}: output differs from greedy AR — a lossless decoder is broken`);
@@ -65,7 +79,9 @@ async function main() {
   if (argv.readme) updateReadme(argv.name, `${note}\n\n${table}`);
 }
 
-main().catch((e) => {
-  console.error(`error: ${(e as Error).message}`);
-  process.exit(1);
-});
+main()
+  .then(() => process.exit(0)) // Dawn (WebGPU in Node) can keep the event loop alive after the work is done
+  .catch((e) => {
+    console.error(`error: ${(e as Error).message}`);
+    process.exit(1);
+  });

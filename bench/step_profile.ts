@@ -46,7 +46,7 @@ interface Row {
   arStepMs: number;
   /** Median ms of the verification forward alone over the step's mean fed tokens, logits read back. */
   forwardMs: number;
-  /** Mean tokens fed per step. */
+  /** Tokens a full draft feeds (1 + draft depth): what `forwardMs` runs. */
   fed: number;
   tau: number;
   /** Shares of the step (sum 1). */
@@ -99,8 +99,10 @@ async function measure(name: string, model: MtpModel, label: string, drafter: ()
   }
   const mid = runs.sort((a, b) => a.stepMs - b.stepMs)[Math.floor(runs.length / 2)];
   const p = mid.profile;
-  const fed = Math.max(1, Math.round(1 + (drafter()?.maxDepth ?? 0)));
-  const fwd = await forwardMs(model, fed, 64, argv.runs * 4);
+  const probe = drafter();
+  const fed = 1 + (probe?.maxDepth ?? 0); // tokens a full draft feeds
+  probe?.dispose();
+  const fwd = await forwardMs(model, fed, Math.min(64, model.config.blockSize - fed), argv.runs * 4);
   const other = Math.max(0, p.total - p.verify - p.draft - p.accept - p.cache - p.read);
   return {
     model: name,
@@ -121,6 +123,7 @@ async function main() {
     .option('tokens', { type: 'number', default: 96, describe: 'tokens generated per profiled run' })
     .option('runs', { type: 'number', default: 5, describe: 'runs per decoder (medians)' })
     .option('backend', { type: 'string', default: 'wasm', choices: BACKEND_NAMES as unknown as string[] })
+    .option('name', { type: 'string', default: 'step_profile', describe: 'results file (bench/results/<name>.json) and README block name' })
     .option('readme', { type: 'boolean', default: false, describe: 'write the table into README.md' })
     .strict()
     .parseSync();
@@ -149,14 +152,14 @@ async function main() {
   }
   const m = machine();
   const command = `npm run bench:step -- ${process.argv.slice(2).join(' ')}`.trim();
-  writeResults('step_profile', { machine: m, backend: backend.name, command, tokens: argv.tokens, runs: argv.runs, rows });
+  writeResults(argv.name, { machine: m, backend: backend.name, command, tokens: argv.tokens, runs: argv.runs, rows });
   if (argv.readme) {
     const head = `One decoding step per decoder on the engine, ${backend.name} on ${m.cpu} (${m.cores} cores, load ${m.load}), Node ${m.node}, tfjs ${m.tfjs}; medians of ${argv.runs} runs × ${argv.tokens} tokens. \`${command}\``;
     const table = markdownTable(
       ['model', 'decoder', 'step ms', '÷ AR step', 'forward alone ms', 'forward', 'drafting', 'acceptance', 'cache', 'read', 'other', 'τ'],
       rows.map((r) => [r.model, r.decoder, r.stepMs.toFixed(2), `${(r.stepMs / r.arStepMs).toFixed(2)}×`, r.forwardMs.toFixed(2), pct(r.shares.forward), pct(r.shares.drafting), pct(r.shares.acceptance), pct(r.shares.cache), pct(r.shares.read), pct(r.shares.other), r.tau.toFixed(2)]),
     );
-    updateReadme('step_profile', `${head}\n\n${table}`);
+    updateReadme(argv.name, `${head}\n\n${table}`);
   }
 }
 
@@ -164,7 +167,9 @@ function pct(x: number): string {
   return `${(100 * x).toFixed(0)} %`;
 }
 
-main().catch((e: Error) => {
-  console.error(`error: ${e.message}`);
-  process.exit(1);
-});
+main()
+  .then(() => process.exit(0)) // Dawn (WebGPU in Node) can keep the event loop alive after the work is done
+  .catch((e: Error) => {
+    console.error(`error: ${e.message}`);
+    process.exit(1);
+  });

@@ -3,7 +3,7 @@
 # since it has no Node, no npm and no network (PERF.md): this machine's node (stripped, xz), the `webgpu` package's
 # dawn.node, the benchmarks as esbuild bundles, the corpora, the Vulkan/EGL loader debs, and optional checkpoints.
 #
-#   bash bench/gpu/prepare.sh [checkpoint.ckpt ...]     then run bench/gpu/run.sh there (see that file)
+#   bash bench/gpu/prepare.sh [checkpoint.ckpt ...]     then run bench/gpu/run.sh or bench/gpu/decoding.sh there
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=.device
@@ -19,6 +19,7 @@ for b in train_throughput decode_cost decode step_profile; do
   npx esbuild "bench/$b.ts" --bundle --minify --platform=node --format=cjs --log-level=warning \
     --external:webgpu --outfile="$out/$b.js"
 done
+npx esbuild src/cli/main.ts --bundle --minify --platform=node --format=cjs --log-level=warning --external:webgpu --outfile="$out/mtp.js" # the CLI, for training there
 for c in "$@"; do # weights only (no optimizer state): a third of the size
   npx tsx -e "const n=require('./src/node');(async()=>{const c=n.readCheckpoint('$c');const {model}=n.loadModel('$c');await n.saveCheckpoint('$out/ckpt/$(basename "$(dirname "$c")").ckpt',{config:c.header.config,tokenizer:c.header.tokenizer,step:c.header.step},model.params);})()"
 done

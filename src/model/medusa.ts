@@ -29,7 +29,7 @@ import { CacheSet } from './cache_set';
 import type { KVCache } from './kv_cache';
 import type { DecodeOptions, LossAndGrads, LossOutput, MtpModel } from './mtp_model';
 import { jointLossAndGrads } from './mtp_model';
-import { layerNorm, param } from './layers';
+import { layerNorm, param, project } from './layers';
 import { nextScope, ParamFactory, ParamMap } from './params';
 import { crossEntropy, Transformer } from './transformer';
 
@@ -212,21 +212,46 @@ export class MedusaModel implements MtpModel {
     const choices = drafterShape('medusa', this.k, opts);
     const depth = choices.reduce((m, p) => Math.max(m, p.length), 0);
     const kind = choices.length === depth ? 'chain' : `${choices.length + 1}-node tree`;
-    const source: HeadsSource = {
-      heads: this.heads,
-      forwards: 0,
-      logits: (info: CommitInfo, n: number) => {
-        source.forwards += 1;
-        const h = tf.slice(info.features, [info.rows[info.rows.length - 1], 0], [1, -1]) as tf.Tensor2D; // [1, C]
-        return tf.concat(Array.from({ length: n }, (_, i) => this.headLogits(h, i + 1)), 0) as tf.Tensor2D; // [n, V]
-      },
-      dispose: () => {},
-    };
+    const source = new MedusaHeads(this, depth);
     return new HeadsDrafter(`medusa ${kind} k=${depth + 1}`, source, choices, this.config.vocabSize);
   }
 
   dispose(): void {
     this.trunk.dispose();
+  }
+}
+
+/**
+ * Medusa heads 1..n as a drafting source: their logits at the last committed row's hidden state h.
+ * All heads read the same h, so their first layers run as one product with the W1ₖ side by side,
+ * W1 = [W1₁ … W1ₙ] [C, n·C], SiLU and the residual on all at once; the W2ₖ stay per head.
+ */
+class MedusaHeads implements HeadsSource {
+  forwards = 0;
+  private readonly w1: tf.Tensor2D;
+  private readonly b1: tf.Tensor1D;
+
+  constructor(
+    private readonly model: MedusaModel,
+    readonly heads: number,
+  ) {
+    const p = (k: number, n: string) => param(model.params, `${HEAD_PREFIX}${k}.${n}`);
+    const ks = Array.from({ length: heads }, (_, i) => i + 1);
+    [this.w1, this.b1] = tf.tidy(() => [tf.concat(ks.map((k) => p(k, 'w1')), 1) as tf.Tensor2D, tf.concat(ks.map((k) => p(k, 'b1'))) as tf.Tensor1D]);
+  }
+
+  logits(info: CommitInfo, n: number): tf.Tensor2D {
+    this.forwards += 1;
+    const C = this.model.config.nEmbd;
+    const h = tf.slice(info.features, [info.rows[info.rows.length - 1], 0], [1, -1]) as tf.Tensor2D; // [1, C]
+    const a = tf.reshape(project(h, this.w1, this.b1), [n, C]); // W1ₖh + b1ₖ for every head, [n, C]
+    const r = tf.add(tf.mul(a, tf.sigmoid(a)), h) as tf.Tensor2D; // SiLU + residual, [n, C]
+    const rows = tf.split(r, n, 0).map((x, i) => tf.matMul(x as tf.Tensor2D, param(this.model.params, `${HEAD_PREFIX}${i + 1}.w2`) as tf.Tensor as tf.Tensor2D));
+    return tf.concat(rows, 0) as tf.Tensor2D; // [n, V]
+  }
+
+  dispose(): void {
+    tf.dispose([this.w1, this.b1]);
   }
 }
 
