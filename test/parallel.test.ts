@@ -2,19 +2,27 @@
  * Parallel heads (Gloeckle 2024) and blockwise decoding (Stern 2018):
  * k = 1 is the baseline; the two backward modes give equal gradients; matchParams keeps the parameter
  * count; blockwise greedy output equals plain greedy for random and trained weights, every k, prompts
- * of several lengths and generation past the context limit; τ = 1 exactly with wrong heads and τ = k
- * with oracle heads; no tensor leaks.
+ * of several lengths and generation past the context limit; with an oracle drafter on the heads model
+ * the engine's steps and statistics are exact (τ = 1 with always-wrong drafts, steps [k, …, k, 1] with
+ * always-right ones, partial acceptance, window ends); the heads drafter's chains and trees equal a
+ * from-scratch recomputation (fresh caches, decodeLogits over the window), greedy and sampled; no
+ * tensor leaks.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { countParams, ModelConfig, ParallelMtp, resolveConfig } from '../src/config';
 import { initBackend } from '../src/backend/index';
-import { createModel, MtpModel } from '../src/model/create';
+import { createModel } from '../src/model/create';
 import { crossEntropy } from '../src/model/transformer';
 import { generate } from '../src/decode/ar';
-import { blockwiseGenerate } from '../src/decode/blockwise';
+import { speculativeAcceptance } from '../src/decode/acceptance';
+import { windowStart } from '../src/decode/context';
+import { blockwiseGenerate } from '../src/decode/decoders';
+import { treeDepths } from '../src/decode/draft_tree';
+import { decode } from '../src/decode/engine';
+import { denseTree } from '../src/decode/tree';
 import { Trainer } from '../src/train/trainer';
-import { maxAbsDiff, randomTokens } from './helpers';
+import { checkTreeAgainst, greedyTruth, headsDraftLogits, maxAbsDiff, OracleDrafter, oraclePlan, randomTokens, RecordingDrafter } from './helpers';
 
 const nano = resolveConfig('nano').model;
 const parallel = (k: number, extra: Partial<ParallelMtp> = {}): ParallelMtp => ({ kind: 'parallel', k, headLayers: 1, matchParams: false, headWeights: [], ...extra });
@@ -31,32 +39,6 @@ function batch(cfg: ModelConfig, k: number, seed: number) {
     'int32',
   );
   return { inputs, targets };
-}
-
-/**
- * Wraps a model so heads 2..k draft from a known continuation `truth` (absolute token index →
- * token): right = the true token, wrong = another one. Valid while the window has not slid.
- */
-function oracle(model: MtpModel, truth: number[], right: boolean): MtpModel {
-  const wrapped: MtpModel = Object.create(model);
-  wrapped.decodeLogits = (tokens, caches, opts) => {
-    const past = caches.length;
-    const real = model.decodeLogits(tokens, caches, opts);
-    return tf.tidy(() => {
-      const V = model.config.vocabSize;
-      const rows = [tf.slice(real, [0, 0, 0], [1, tokens.length, V])];
-      for (let i = 1; i < model.k; i++) {
-        const ids = tokens.map((_, p) => {
-          const t = truth[past + p + i + 1] ?? 0;
-          return right ? t : (t + 1) % V;
-        });
-        rows.push(tf.mul(tf.oneHot(tf.tensor1d(ids, 'int32'), V), 50).reshape([1, tokens.length, V]));
-      }
-      real.dispose();
-      return tf.concat(rows, 0) as tf.Tensor3D;
-    });
-  };
-  return wrapped;
 }
 
 describe('parallel heads', () => {
@@ -175,21 +157,84 @@ describe('blockwise decoding is lossless', () => {
     await initBackend('cpu');
   }, 120_000);
 
-  it('τ = 1 exactly when the heads are always wrong, τ = k when they are always right', async () => {
+  it('oracle drafts on the heads model: τ = 1 exactly when always wrong, steps [k, …, k, 1] when always right, partial acceptance', async () => {
     const m = createModel(cfgK(4, {}, { seed: 7 }));
     const prompt = [5, 6, 7];
-    const ar = await generate(m.trunk, prompt, { maxNewTokens: 25 });
-    const truth = [...prompt, ...ar.tokens];
-    const wrong = await blockwiseGenerate(oracle(m, truth, false), prompt, { maxNewTokens: 25 });
-    expect(wrong.tokens).toEqual(ar.tokens);
+    const truth = await greedyTruth(m, prompt, 25);
+    const run = (rankOf?: (i: number, d: number) => number, depth = 3) => decode(m, new OracleDrafter(truth, 256, { depth, rankOf }), prompt, { maxNewTokens: 25 });
+    const wrong = await run(() => -1);
+    expect(wrong.tokens).toEqual(truth.slice(3));
     expect(wrong.stats.tau).toBe(1);
-    expect(wrong.stats.alpha[0]).toBe(0);
-    const right = await blockwiseGenerate(oracle(m, truth, true), prompt, { maxNewTokens: 25 });
-    expect(right.tokens).toEqual(ar.tokens);
-    expect(right.steps).toEqual([4, 4, 4, 4, 4, 4, 1]); // 24 tokens in blocks of k, the last one needs no forward
+    expect(wrong.steps).toEqual(new Array(25).fill(1));
+    expect(wrong.stats.attempts).toEqual([24]); // every step but the last (one token left: nothing to draft)
+    expect(wrong.stats.alpha).toEqual([0]);
+    const right = await run();
+    expect(right.tokens).toEqual(truth.slice(3));
+    expect(right.steps).toEqual([4, 4, 4, 4, 4, 4, 1]); // 24 tokens in blocks of k (the prefill drafts too), then the last one alone
+    expect(right.stats.forwards).toBe(7);
+    expect(right.stats.tau).toBe(25 / 7);
     expect(right.stats.alpha).toEqual([1, 1, 1]);
+    expect(right.stats.draftForwards).toBe(0);
+    // depth 1 and 2 right except where the token index is a multiple of 5, depth 3 always wrong
+    const rankOf = (i: number, d: number) => (d <= 2 && i % 5 !== 0 ? 0 : -1);
+    const partial = await run(rankOf);
+    const plan = oraclePlan(3, 25, nano.blockSize, { depth: 3, rankOf });
+    expect(partial.tokens).toEqual(truth.slice(3));
+    expect(partial.steps).toEqual(plan.steps);
+    expect(partial.stats.attempts).toEqual(plan.attempts);
+    expect(partial.stats.accepts).toEqual(plan.accepts);
+    expect(partial.stats.accepts[2]).toBe(0);
+    expect(Math.max(...partial.steps)).toBe(3);
+    expect(partial.steps.filter((x) => x < 3).length).toBeGreaterThan(2);
     m.dispose();
   });
+
+  it('oracle drafts past the window: steps stop at the window’s end and the cache restarts, output still greedy', async () => {
+    const m = createModel(cfgK(4, {}, { seed: 8 }));
+    const prompt = randomTokens(9, 256, 8);
+    const truth = await greedyTruth(m, prompt, 80);
+    for (const rankOf of [undefined, (i: number, d: number) => ((i * 7 + d) % 4 === 0 ? -1 : 0)]) {
+      const out = await decode(m, new OracleDrafter(truth, 256, { depth: 3, rankOf }), prompt, { maxNewTokens: 80 });
+      const plan = oraclePlan(9, 80, nano.blockSize, { depth: 3, rankOf });
+      expect(out.tokens).toEqual(truth.slice(9));
+      expect(out.steps).toEqual(plan.steps);
+      expect(out.stats.accepts).toEqual(plan.accepts);
+      expect(plan.steps.filter((x) => x < 4).length).toBeGreaterThan(rankOf ? 4 : 1);
+    }
+    m.dispose();
+  });
+
+  for (const sampled of [false, true]) {
+    it(`the heads drafter's ${sampled ? 'sampled drafts (speculative sampling, T = 1): q of every node' : 'chain and dense tree: every node'} equals a from-scratch recomputation, through window slides`, async () => {
+      const m = createModel(cfgK(4, {}, { seed: 9 }));
+      const prompt = randomTokens(5, 256, 9);
+      const ar = await generate(m.trunk, prompt, { maxNewTokens: 70 });
+      for (const tree of [undefined, denseTree(3)]) {
+        const rec = new RecordingDrafter(m.drafter(tree ? { tree } : {}));
+        const acceptance = sampled ? speculativeAcceptance({ temperature: 1 }) : undefined;
+        const out = await decode(m, rec, prompt, { maxNewTokens: 70, acceptance, seed: 3 });
+        if (!sampled) expect(out.tokens).toEqual(ar.tokens);
+        let checked = 0;
+        let slides = 0;
+        rec.records.forEach((r, i) => {
+          if (i > 0) expect(r.windowStart).toBe(windowStart(rec.records[i - 1].seq.length, nano.blockSize));
+          if (r.tree.tokens.length === 1) return;
+          // the drafter holds the features of the last verification's window; they differ from the
+          // window of this step's forward only right where it slides
+          if (r.windowStart !== windowStart(r.seq.length, nano.blockSize)) slides += 1;
+          const depths = treeDepths(r.tree);
+          const logits = headsDraftLogits(m, r.seq, r.windowStart, Math.max(...depths));
+          const res = checkTreeAgainst(r.tree, (u) => logits[depths[u]], r.sampling);
+          expect(res.error, `proposal ${i} at length ${r.seq.length}`).toBeNull();
+          checked += res.checked;
+        });
+        expect(checked).toBeGreaterThan(tree ? 100 : 30);
+        expect(slides).toBeGreaterThan(0);
+        expect(rec.commits.some((c) => c.reset && c.windowStart > 0)).toBe(true);
+      }
+      m.dispose();
+    });
+  }
 
   it('leaks no tensors across generations', async () => {
     const m = createModel(cfgK(3));
@@ -202,7 +247,8 @@ describe('blockwise decoding is lossless', () => {
 
   it('rejects k larger than the model’s heads', async () => {
     const m = createModel(cfgK(2));
-    await expect(blockwiseGenerate(m, [1], { maxNewTokens: 3, k: 3 })).rejects.toThrow(/k must be an integer in \[1, 2\]/);
+    // (wrapped: blockwiseGenerate throws synchronously for bad options instead of rejecting)
+    await expect((async () => blockwiseGenerate(m, [1], { maxNewTokens: 3, k: 3 }))()).rejects.toThrow(/k \(tokens per step\) must be an integer in \[1, 2\], got 3/);
     m.dispose();
   });
 });

@@ -2,9 +2,12 @@
  * Sequential MTP modules (DeepSeek-V3 §2.2) and their self-speculative decoder: the trunk equals the
  * plain model of the same seed; the D-module loss equals an independent float64 reference with the λ
  * schedule; greedy output equals plain greedy (random weights, several seeds, D = 1, 2, 3, past the
- * context limit) and with trained modules; τ = 1 with wrong drafts and τ = k with right ones; the
- * lagging module caches equal full forwards after every step, through rejections and window slides,
- * with greedy, sampled (speculative sampling) and unverified drafts; no tensor leaks.
+ * context limit) and with trained modules; with an oracle drafter on the sequential model the engine's
+ * steps and statistics are exact (τ = 1 with wrong drafts, steps [k, …, k, 1] with right ones, partial
+ * acceptance, window ends); every chain and tree the modules drafter proposes equals a from-scratch
+ * recomputation (fresh caches: trunk over the window, then module m over positions [W, L − 2] reading
+ * the token m places ahead), through partial acceptances, rejections and window slides, with greedy,
+ * sampled (speculative sampling) and unverified drafts; module work is counted apart; no tensor leaks.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
@@ -13,12 +16,18 @@ import { initBackend } from '../src/backend/index';
 import { createModel } from '../src/model/create';
 import { lambdaAt, SequentialModel } from '../src/model/sequential';
 import { generate } from '../src/decode/ar';
-import { SequentialSession, sequentialGenerate, StepRule } from '../src/decode/sequential';
-import { emissionRule, speculativeRule } from '../src/decode/sequential_sampling';
-import { selfSpeculative } from '../src/decode/speculative';
+import { AcceptanceRule, speculativeAcceptance, unverifiedAcceptance } from '../src/decode/acceptance';
+import { windowStart } from '../src/decode/context';
+import { selfSpeculative, sequentialGenerate } from '../src/decode/decoders';
+import { treeChildren, treeDepths } from '../src/decode/draft_tree';
+import { decode } from '../src/decode/engine';
+import { GREEDY } from '../src/decode/sampling';
+import { denseTree, TreeChoices } from '../src/decode/tree';
 import { Trainer } from '../src/train/trainer';
 import { Rng } from '../src/util/rng';
-import { maxAbsDiff, randomTokens } from './helpers';
+import {
+  checkTreeAgainst, greedyTruth, maxAbsDiff, OracleDrafter, oraclePlan, pathTokens, randomTokens, RecordingDrafter, sequentialDraftLogits,
+} from './helpers';
 
 const nano = resolveConfig('nano').model;
 const seqMtp = (depth: number, extra: Partial<SequentialMtp> = {}): SequentialMtp => ({ kind: 'sequential', depth, lambda: 0.3, lambdaLate: 0.1, lambdaSwitch: 0.7, ...extra });
@@ -84,62 +93,58 @@ function referenceLosses(model: SequentialModel, inputs: number[][], targets: nu
   return sums.map((s) => s / (inputs.length * inputs[0].length));
 }
 
-/** Compares a session's caches with fresh full forwards over its window (true tokens only). */
-function expectCachesMatchFullForward(model: SequentialModel, s: SequentialSession): void {
-  const { start, moduleEnd: E } = s;
-  const truth = [...s.seq, s.next];
-  const n = s.seq.length;
-  expect(s.caches.trunk.length).toBe(n - start);
-  const fresh = model.newCaches();
-  tf.tidy(() => {
-    let h = model.trunkStep(tf.tensor1d(truth.slice(start, n), 'int32'), fresh).hidden.slice([0, 0, 0], [1, E - start, -1]) as tf.Tensor3D;
-    for (let l = 0; l < model.config.nLayer; l++) {
-      expect(maxAbsDiff(s.caches.trunk.layer(l).k!.dataSync(), fresh.trunk.layer(l).k!.dataSync())).toBeLessThan(1e-4);
-    }
-    for (let m = 1; m <= s.depth; m++) {
-      const cache = s.caches.extra[m - 1];
-      expect(cache.length, `module ${m} cache length`).toBe(E - start);
-      if (E === start) continue;
-      h = model.moduleStep(m, h, tf.tensor1d(truth.slice(start + m, E + m), 'int32'), fresh).hidden;
-      for (const kv of ['k', 'v'] as const) {
-        expect(maxAbsDiff(cache.layer(0)[kv]!.dataSync(), fresh.extra[m - 1].layer(0)[kv]!.dataSync()), `module ${m} ${kv}, window [${start}, ${E})`).toBeLessThan(1e-4);
-      }
-    }
-  });
-  fresh.dispose();
+/**
+ * A test-only, lossy rule that forces partial acceptances whatever the target says: step n accepts the
+ * first pattern[n mod length] nodes of the first-child chain (fewer where the tree is shallower); the
+ * bonus is the target's argmax after the last accepted node.
+ */
+function forcedAcceptance(pattern: number[]): AcceptanceRule {
+  let n = 0;
+  return {
+    name: 'forced',
+    reads: 'argmax',
+    sampleDrafts: false,
+    sampling: GREEDY,
+    lossless: false,
+    accept(tree, target) {
+      const children = treeChildren(tree);
+      const want = pattern[n++ % pattern.length];
+      const path = [0];
+      while (path.length <= want && children[path[path.length - 1]].length > 0) path.push(children[path[path.length - 1]][0]);
+      return { path, bonus: target.argmax[path[path.length - 1]] };
+    },
+  };
 }
 
 /**
- * Wraps a model so module m's guess at x[i+m+1] comes from a known continuation `truth` (absolute
- * index → token): the true token where `right(index)` holds, another one elsewhere. `start` gives the
- * session's window start, to turn cache positions into absolute ones.
+ * Decodes with the model's drafter wrapped in a recorder, then checks every proposal against
+ * `sequentialDraftLogits` (fresh caches, full forwards over the window of the features the drafter
+ * holds): each node's children are the top ranks of module d's logits along that node's path, or,
+ * for sampled drafts, were drawn from q = those logits after the run's sampling options. Returns the
+ * run, the recorder and the number of nodes checked.
  */
-function oracle(model: SequentialModel, truth: number[], right: (index: number) => boolean, start: () => number): SequentialModel {
-  const wrapped: SequentialModel = Object.create(model);
-  wrapped.moduleStep = (m, hidden, tokens, caches) => {
-    const index = start() + caches.extra[m - 1].length + hidden.shape[1] + m; // x[i+m+1] for the last position i
-    const out = model.moduleStep(m, hidden, tokens, caches);
-    const t = truth[index] ?? 0;
-    const id = right(index) ? t : (t + 1) % 256;
-    return { hidden: out.hidden, last: tf.mul(tf.oneHot(tf.tensor1d([id], 'int32'), 256), 50).reshape([256]).asType('float32') as tf.Tensor1D };
-  };
-  return wrapped;
+/** Runs `f` on the wasm backend (the from-scratch recomputations are many small forwards), then back to cpu. */
+async function onWasm(f: () => Promise<void>): Promise<void> {
+  await initBackend('wasm');
+  try {
+    await f();
+  } finally {
+    await initBackend('cpu');
+  }
 }
 
-/** Decodes step by step (greedy unless a rule is given), checking the caches against full forwards after the prefill and every step. */
-async function decodeChecked(model: SequentialModel, prompt: number[], newTokens: number, wrap?: (start: () => number) => SequentialModel, rule?: StepRule): Promise<SequentialSession> {
-  let s: SequentialSession | undefined;
-  s = new SequentialSession(wrap ? wrap(() => s!.start) : model, prompt, model.depth, rule);
-  await s.prefill();
-  expectCachesMatchFullForward(model, s);
-  while (s.seq.length < prompt.length + newTokens) {
-    await s.step(prompt.length + newTokens - s.seq.length);
-    expectCachesMatchFullForward(model, s);
-    // the lag n − E stays bounded (≤ D + 1 after a drafting step, one more after a step at the window's end that cannot
-    // draft) except right after a window slide, which restarts the modules at the window start
-    if (s.moduleEnd > s.start) expect(s.seq.length - s.moduleEnd, `n ${s.seq.length}, E ${s.moduleEnd}`).toBeLessThanOrEqual(s.depth + 2);
-  }
-  return s;
+async function decodeRecorded(model: SequentialModel, prompt: number[], newTokens: number, opts: { tree?: TreeChoices; k?: number; acceptance?: AcceptanceRule; seed?: number } = {}) {
+  const rec = new RecordingDrafter(model.drafter({ tree: opts.tree, k: opts.k }));
+  const out = await decode(model, rec, prompt, { maxNewTokens: newTokens, acceptance: opts.acceptance, seed: opts.seed });
+  let checked = 0;
+  rec.records.forEach((r, i) => {
+    if (i > 0) expect(r.windowStart).toBe(windowStart(rec.records[i - 1].seq.length, model.config.blockSize));
+    if (r.tree.tokens.length === 1) return;
+    const res = checkTreeAgainst(r.tree, (u) => sequentialDraftLogits(model, r.seq, r.windowStart, pathTokens(r.tree, u)), r.sampling);
+    expect(res.error, `proposal ${i} at length ${r.seq.length}, window ${r.windowStart}`).toBeNull();
+    checked += res.checked;
+  });
+  return { out, rec, checked };
 }
 
 describe('sequential modules', () => {
@@ -236,52 +241,79 @@ describe('sequential self-speculative decoding is lossless', { timeout: 30_000 }
     }
   }
 
-  it('τ = 1 exactly when the modules are always wrong, τ = k when always right; module work is counted apart', async () => {
+  it('oracle drafts on the sequential model: τ = 1 exactly when always wrong, steps [k, …, k, 1] when always right, partial acceptance, past the window', async () => {
     const m = make(3, { seed: 7 });
     const prompt = [5, 6, 7];
-    const ar = await generate(m.trunk, prompt, { maxNewTokens: 25 });
-    const truth = [...prompt, ...ar.tokens];
-    const wrong = await sequentialGenerate(oracle(m, truth, () => false, () => 0), prompt, { maxNewTokens: 25 });
-    expect(wrong.tokens).toEqual(ar.tokens);
+    const truth = await greedyTruth(m, prompt, 80);
+    const run = (n: number, rankOf?: (i: number, d: number) => number) => decode(m, new OracleDrafter(truth, 256, { depth: 3, rankOf }), prompt, { maxNewTokens: n });
+    const wrong = await run(25, () => -1);
+    expect(wrong.tokens).toEqual(truth.slice(3, 28));
     expect(wrong.stats.tau).toBe(1);
-    expect(wrong.stats.alpha[0]).toBe(0);
-    const right = await sequentialGenerate(oracle(m, truth, () => true, () => 0), prompt, { maxNewTokens: 25 });
-    expect(right.tokens).toEqual(ar.tokens);
-    expect(right.steps).toEqual([4, 4, 4, 4, 4, 4, 1]); // 24 tokens in blocks of k, the last one needs no forward
+    expect(wrong.stats.alpha).toEqual([0]);
+    const right = await run(25);
+    expect(right.tokens).toEqual(truth.slice(3, 28));
+    expect(right.steps).toEqual([4, 4, 4, 4, 4, 4, 1]); // 24 tokens in blocks of k (the prefill drafts too), then the last one alone
     expect(right.stats.alpha).toEqual([1, 1, 1]);
-    expect(right.stats.forwards).toBe(7); // prefill + 6 verifications
-    expect(right.stats.draftSteps).toBe(18); // 3 modules × 6 steps
+    expect(right.stats.forwards).toBe(7);
+    // partial: right where the token index is not a multiple of 4 or 7, 80 tokens (past the 32-token window)
+    const rankOf = (i: number) => (i % 4 !== 0 && i % 7 !== 0 ? 0 : -1);
+    const partial = await run(80, rankOf);
+    const plan = oraclePlan(3, 80, nano.blockSize, { depth: 3, rankOf });
+    expect(partial.tokens).toEqual(truth.slice(3));
+    expect(partial.steps).toEqual(plan.steps);
+    expect(partial.stats.attempts).toEqual(plan.attempts);
+    expect(partial.stats.accepts).toEqual(plan.accepts);
+    expect(partial.stats.accepts[2]).toBeGreaterThan(0);
+    expect(partial.stats.accepts[0]).toBeLessThan(partial.stats.attempts[0]);
     m.dispose();
   });
 
-  it('module caches equal full forwards after every step: partial acceptances, rejections, window slides (D = 3)', async () => {
-    const m = make(3, { seed: 8 });
-    const prompt = [3, 1, 4, 1, 5];
-    const ar = await generate(m.trunk, prompt, { maxNewTokens: 90 });
-    const truth = [...prompt, ...ar.tokens];
-    const s = await decodeChecked(m, prompt, 90, (start) => oracle(m, truth, (i) => i % 4 !== 0 && i % 7 !== 0, start));
-    expect(s.seq.slice(prompt.length)).toEqual(ar.tokens);
-    expect(s.accepts[0]).toBeGreaterThan(0);
-    expect(s.accepts[2]).toBeGreaterThan(0);
-    expect(s.accepts[0]).toBeLessThan(s.attempts[0]);
-    expect(s.start).toBeGreaterThan(0);
-    s.dispose();
-    m.dispose();
+  it('the modules drafter’s chains and dense trees equal a from-scratch recomputation at every proposal, through window slides; module work is counted apart (D = 3, greedy)', async () => {
+    await onWasm(async () => {
+      const m = make(3, { seed: 8 });
+      const prompt = [3, 1, 4, 1, 5];
+      const ar = await generate(m.trunk, prompt, { maxNewTokens: 70 });
+      for (const tree of [undefined, denseTree(3)]) {
+        const { out, rec, checked } = await decodeRecorded(m, prompt, 70, { tree });
+        expect(out.tokens).toEqual(ar.tokens);
+        expect(checked).toBeGreaterThan(tree ? 300 : 100);
+        expect(rec.commits.some((c) => c.reset && c.windowStart > 0)).toBe(true);
+        // one module forward per draft depth of every proposal; verification forwards are the steps
+        expect(out.stats.draftForwards).toBe(rec.records.reduce((a, r) => a + Math.max(...treeDepths(r.tree)), 0));
+        expect(out.stats.forwards).toBe(out.steps.length);
+      }
+      m.dispose();
+    });
   });
 
-  it('sampled drafts and corrections keep the lag right: caches equal full forwards after every step under speculative sampling and unverified emission (D = 3)', async () => {
-    const m = make(3, { seed: 9 });
-    const T1 = { temperature: 1, topK: 0, topP: 1 };
-    const s = await decodeChecked(m, [2, 7, 1, 8], 70, undefined, speculativeRule(T1, new Rng(1)));
-    expect(s.accepts[0]).toBeGreaterThan(0);
-    expect(s.accepts[2]).toBeGreaterThan(0);
-    expect(s.accepts[0]).toBeLessThan(s.attempts[0]);
-    expect(s.start).toBeGreaterThan(0);
-    s.dispose();
-    const u = await decodeChecked(m, [2, 7, 1, 8], 70, undefined, emissionRule(T1, new Rng(2)));
-    expect(u.accepts).toEqual(u.attempts);
-    u.dispose();
-    m.dispose();
+  it('forced partial acceptances and rejections (a lossy test rule) keep the modules drafter consistent with a from-scratch recomputation, chain and tree (D = 3)', async () => {
+    await onWasm(async () => {
+      const m = make(3, { seed: 8 });
+      for (const tree of [undefined, denseTree(3, [2])]) {
+        const { out, checked } = await decodeRecorded(m, [2, 7, 1, 8, 2, 8], 80, { tree, acceptance: forcedAcceptance([0, 1, 3, 2, 3, 0, 3, 1]) });
+        expect(new Set(out.steps)).toEqual(new Set([1, 2, 3, 4]));
+        expect(checked).toBeGreaterThan(tree ? 150 : 60);
+      }
+      m.dispose();
+    });
+  });
+
+  it('sampled drafts (speculative sampling and unverified emission, T = 1): every q equals the from-scratch module distribution along the drafted path (D = 3)', async () => {
+    await onWasm(async () => {
+      const m = make(3, { seed: 9 });
+      const T1 = { temperature: 1, topK: 0, topP: 1 };
+      const sp = await decodeRecorded(m, [2, 7, 1, 8], 70, { acceptance: speculativeAcceptance(T1), seed: 1 });
+      expect(sp.out.stats.accepts[0]).toBeGreaterThan(0);
+      expect(sp.out.stats.accepts[0]).toBeLessThan(sp.out.stats.attempts[0]);
+      expect(sp.checked).toBeGreaterThan(30);
+      expect(sp.rec.records.every((r) => r.tree.tokens.length === 1 || r.tree.draws?.[0]?.kind === 'without-replacement')).toBe(true);
+      const sptree = await decodeRecorded(m, [2, 7, 1, 8], 40, { tree: denseTree(2, [2]), acceptance: speculativeAcceptance({ ...T1, topK: 20 }), seed: 2 });
+      expect(sptree.checked).toBeGreaterThan(30);
+      const un = await decodeRecorded(m, [2, 7, 1, 8], 70, { acceptance: unverifiedAcceptance(T1), seed: 2 });
+      expect(un.out.stats.accepts).toEqual(un.out.stats.attempts);
+      expect(un.checked).toBeGreaterThan(30);
+      m.dispose();
+    });
   });
 
   it('k = 1 discards the modules: plain greedy, τ = 1, no draft work; selfSpeculative routes here; k > 1 + D is refused', async () => {
@@ -289,11 +321,12 @@ describe('sequential self-speculative decoding is lossless', { timeout: 30_000 }
     const ar = await generate(m.trunk, [9, 8], { maxNewTokens: 20 });
     const one = await sequentialGenerate(m, [9, 8], { maxNewTokens: 20, k: 1 });
     expect(one.tokens).toEqual(ar.tokens);
-    expect([one.stats.tau, one.stats.draftSteps, one.stats.attempts.length]).toEqual([1, 0, 0]);
+    expect([one.stats.tau, one.stats.draftForwards, one.stats.attempts.length]).toEqual([1, 0, 0]);
     const viaEntry = await selfSpeculative(m, [9, 8], { maxNewTokens: 20 });
     expect(viaEntry.tokens).toEqual(ar.tokens);
-    expect(viaEntry.stats.method).toBe('sequential D=2');
-    await expect(sequentialGenerate(m, [1], { maxNewTokens: 3, k: 4 })).rejects.toThrow(/k must be an integer in \[1, 3\]/);
+    expect(viaEntry.stats.method).toBe('sequential modules chain k=3 · greedy');
+    // (wrapped: sequentialGenerate throws synchronously for bad options instead of rejecting)
+    await expect((async () => sequentialGenerate(m, [1], { maxNewTokens: 3, k: 4 }))()).rejects.toThrow(/k \(tokens per step\) must be an integer in \[1, 3\], got 4/);
     m.dispose();
   });
 
@@ -306,7 +339,7 @@ describe('sequential self-speculative decoding is lossless', { timeout: 30_000 }
     m.dispose();
   });
 
-  it('trained modules (wasm): the loss falls, drafts are mostly accepted, output equals greedy, caches match', async () => {
+  it('trained modules (wasm): the loss falls, drafts are mostly accepted, output equals greedy, drafts match a from-scratch recomputation', async () => {
     await initBackend('wasm');
     const m = make(2, { seed: 5 });
     const text = new TextEncoder().encode('abcdefgh'.repeat(100) + 'the cat sat on the mat. '.repeat(40));
@@ -326,8 +359,10 @@ describe('sequential self-speculative decoding is lossless', { timeout: 30_000 }
         expect(sq.stats.alpha[0]).toBeGreaterThan(0.5);
       }
     }
-    const s = await decodeChecked(m, Array.from(new TextEncoder().encode('the cat ')), 60);
-    s.dispose();
+    const rec = await decodeRecorded(m, Array.from(new TextEncoder().encode('the cat ')), 60, { tree: denseTree(2) });
+    expect(rec.out.tokens).toEqual((await generate(m.trunk, Array.from(new TextEncoder().encode('the cat ')), { maxNewTokens: 60 })).tokens);
+    expect(rec.out.stats.tau).toBeGreaterThan(2);
+    expect(rec.checked).toBeGreaterThan(20);
     m.dispose();
     await initBackend('cpu');
   }, 120_000);

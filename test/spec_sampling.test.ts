@@ -1,55 +1,36 @@
 /**
  * Speculative sampling is exact: on a 6-symbol vocabulary with peaked, mutually different head
- * distributions, the joint distribution of the first two sampled tokens matches the model's own
- * next-token distribution (computed exactly by enumeration) under a chi-square test at significance
- * 0.001 — while the same test rejects a deliberately wrong (always-accept) rule. Temperature 0 reduces
- * to greedy decoding; unverified emission with k = 1 is greedy; runs repeat with the same seed.
+ * distributions, the joint distribution of the first two sampled tokens — the first from the prefill,
+ * the second head 2's sampled draft judged against the target (or the residual draw) — matches the
+ * model's own next-token distribution (computed exactly by enumeration) under a chi-square test at
+ * significance 0.001, while the same test rejects a deliberately wrong (always-accept) rule.
+ * Temperature 0 reduces to greedy decoding; unverified emission with k = 1 is greedy and with k = 3
+ * emits three tokens per forward after the prefill; runs repeat with the same seed.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { MODEL_DEFAULTS, ModelConfig } from '../src/config';
+import type { ModelConfig } from '../src/config';
 import { initBackend } from '../src/backend/index';
 import { createModel, MtpModel } from '../src/model/create';
 import { generate } from '../src/decode/ar';
-import { blockwiseGenerate } from '../src/decode/blockwise';
-import { SamplingConfig, samplingProbs } from '../src/decode/sampling';
-import { AcceptanceRule, naiveAcceptance, speculativeSample } from '../src/decode/spec_sampling';
-import { unverifiedGenerate } from '../src/decode/unverified';
-import { chiSquare } from './helpers';
+import { AcceptProbability, naiveAcceptance } from '../src/decode/acceptance';
+import { blockwiseGenerate, speculativeSample, unverifiedGenerate } from '../src/decode/decoders';
+import type { SamplingConfig } from '../src/decode/sampling';
+import { chiSquare, exactJoint, peakedConfig, TINY_V } from './helpers';
 
-const V = 6;
-const cfg: ModelConfig = {
-  ...MODEL_DEFAULTS,
-  vocabSize: V,
-  blockSize: 16,
-  nLayer: 2,
-  nHead: 2,
-  nEmbd: 16,
-  initStd: 0.6, // peaked distributions that differ between heads
-  seed: 77,
-  mtp: { kind: 'parallel', k: 3, headLayers: 1, matchParams: false, headWeights: [] },
-};
+const V = TINY_V;
+const cfg: ModelConfig = peakedConfig({ kind: 'parallel', k: 3, headLayers: 1, matchParams: false, headWeights: [] });
 const prompt = [1, 4, 2];
 const SAMPLES = 3000;
 
-/** Exact P(x1, x2) of sampling from the next-token head alone, by enumeration (V + 1 forwards). */
-function exactJoint(model: MtpModel, s: SamplingConfig): number[] {
-  const next = (ctx: number[]) =>
-    samplingProbs(tf.tidy(() => model.trunk.forward(tf.tensor2d([ctx], [1, ctx.length], 'int32')).slice([0, ctx.length - 1, 0], [1, 1, V]).dataSync()), s);
-  const p1 = next(prompt);
-  const joint: number[] = [];
-  for (let a = 0; a < V; a++) {
-    const p2 = next([...prompt, a]);
-    for (let b = 0; b < V; b++) joint.push(p1[a] * p2[b]);
-  }
-  return joint;
-}
+const exactPair = (model: MtpModel, s: SamplingConfig) => exactJoint(model.trunk, prompt, s, 2);
 
 
-async function sampleJoint(model: MtpModel, s: SamplingConfig, acceptance?: AcceptanceRule): Promise<number[]> {
+async function sampleJoint(model: MtpModel, s: SamplingConfig, acceptance?: AcceptProbability): Promise<number[]> {
   const counts = new Array(V * V).fill(0);
   for (let i = 0; i < SAMPLES; i++) {
-    const out = await speculativeSample(model, prompt, { ...s, maxNewTokens: 2, k: 2, seed: 1000 + i, acceptance });
+    // 3 tokens: the prefill samples x1 (no head rows yet), the next step drafts x2 with head 2 and judges it
+    const out = await speculativeSample(model, prompt, { ...s, maxNewTokens: 3, k: 2, seed: 1000 + i, acceptance });
     counts[out.tokens[0] * V + out.tokens[1]] += 1;
   }
   return counts;
@@ -58,7 +39,7 @@ async function sampleJoint(model: MtpModel, s: SamplingConfig, acceptance?: Acce
 describe('speculative sampling', () => {
   let model: MtpModel;
   beforeAll(async () => {
-    await initBackend('cpu');
+    await initBackend('wasm'); // thousands of tiny decodes: wasm is ~5× faster than cpu here
     model = createModel(cfg);
   });
 
@@ -67,7 +48,7 @@ describe('speculative sampling', () => {
     { temperature: 0.7, topK: 4, topP: 0.95 },
   ]) {
     it(`first two tokens follow the next-token head's distribution (T = ${s.temperature}, top-k ${s.topK}, top-p ${s.topP}); an always-accept rule is caught`, async () => {
-      const exact = exactJoint(model, s);
+      const exact = exactPair(model, s);
       // the test is meaningful only if head 2's proposal differs from the target
       const right = chiSquare(await sampleJoint(model, s), exact, SAMPLES);
       expect(right.stat).toBeLessThan(right.critical);
@@ -103,7 +84,7 @@ describe('speculative sampling', () => {
 describe('unverified parallel emission (lossy)', () => {
   let model: MtpModel;
   beforeAll(async () => {
-    await initBackend('cpu');
+    await initBackend('wasm');
     model = createModel(cfg);
   });
 
@@ -114,11 +95,12 @@ describe('unverified parallel emission (lossy)', () => {
     expect(un.stats.tau).toBe(1);
   });
 
-  it('with k = 3 emits three tokens per forward and departs from greedy', async () => {
-    const ar = await generate(model.trunk, prompt, { maxNewTokens: 12 }); // 3 + 12 tokens stay inside the 16-token window
-    const un = await unverifiedGenerate(model, prompt, { maxNewTokens: 12, k: 3 });
-    expect(un.stats.forwards).toBe(4);
-    expect(un.stats.tau).toBe(3);
+  it('with k = 3 emits three tokens per forward after the prefill and departs from greedy', async () => {
+    const ar = await generate(model.trunk, prompt, { maxNewTokens: 13 }); // 3 + 13 tokens fill the 16-token window exactly
+    const un = await unverifiedGenerate(model, prompt, { maxNewTokens: 13, k: 3 });
+    expect(un.steps).toEqual([1, 3, 3, 3, 3]);
+    expect(un.stats.forwards).toBe(5);
+    expect(un.stats.alpha).toEqual([1, 1]);
     expect(un.tokens).not.toEqual(ar.tokens);
   });
 });

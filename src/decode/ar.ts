@@ -64,7 +64,7 @@ export interface SamplingOptions extends Partial<SamplingConfig> {
  * any target — a Transformer, or a variant's next-token head: greedy at temperature 0 (default), else
  * sampling with temperature, top-k, top-p. Every speculative decoder's greedy output must equal this.
  */
-export function generate(model: VerifyTarget, prompt: readonly number[], opts: GenerateOptions): Promise<EngineResult> {
+export async function generate(model: VerifyTarget, prompt: readonly number[], opts: GenerateOptions): Promise<EngineResult> {
   const s = resolveSampling(opts);
   const acceptance = s.temperature === 0 ? greedyAcceptance() : speculativeAcceptance(s);
   return decode(model, null, prompt, { maxNewTokens: opts.maxNewTokens, acceptance, seed: opts.seed, method: s.temperature === 0 ? 'greedy' : 'sample' });

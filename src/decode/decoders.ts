@@ -37,7 +37,7 @@ export interface DecoderOptions {
  * parallel decoding for parallel heads (Stern et al. 2018; Gloeckle et al. 2024 §3.2), sequential
  * modules drafting (DeepSeek-V3 §2.2), a Medusa chain.
  */
-export function selfSpeculative(model: MtpModel, prompt: readonly number[], opts: DecoderOptions): Promise<EngineResult> {
+export async function selfSpeculative(model: MtpModel, prompt: readonly number[], opts: DecoderOptions): Promise<EngineResult> {
   return decode(model, model.drafter({ k: opts.k }), prompt, { maxNewTokens: opts.maxNewTokens });
 }
 
@@ -60,7 +60,7 @@ export interface MedusaOptions extends SamplingOptions {
 }
 
 /** Medusa tree decoding (Cai et al. 2024): the tree's drafts verified in one forward with tree attention. */
-export function medusaGenerate(model: MtpModel, prompt: readonly number[], opts: MedusaOptions): Promise<EngineResult> {
+export async function medusaGenerate(model: MtpModel, prompt: readonly number[], opts: MedusaOptions): Promise<EngineResult> {
   const name = opts.acceptance ?? 'greedy';
   if (name !== 'greedy' && name !== 'typical') throw new Error(`medusa: acceptance must be 'greedy' or 'typical', got ${JSON.stringify(name)}`);
   const acceptance = name === 'greedy' ? greedyAcceptance() : typicalAcceptance({ ...resolveSampling(opts), epsilon: opts.epsilon, delta: opts.delta });
@@ -78,7 +78,7 @@ export interface SpecSamplingOptions extends DecoderOptions, SamplingOptions {
  * at temperature > 0 (default temperature 1) — the output is distributed exactly as sampling from the
  * next-token head alone. At temperature 0 it is greedy verification.
  */
-export function speculativeSample(model: MtpModel, prompt: readonly number[], opts: SpecSamplingOptions): Promise<EngineResult> {
+export async function speculativeSample(model: MtpModel, prompt: readonly number[], opts: SpecSamplingOptions): Promise<EngineResult> {
   const s = resolveSampling(opts, { temperature: 1, topK: 0, topP: 1 });
   const acceptance = speculativeAcceptance(s, opts.acceptance ?? leviathanAcceptance);
   return decode(model, model.drafter({ k: opts.k }), prompt, { maxNewTokens: opts.maxNewTokens, acceptance, seed: opts.seed });
@@ -88,12 +88,12 @@ export function speculativeSample(model: MtpModel, prompt: readonly number[], op
  * Unverified parallel emission — LOSSY, for contrast: every forward emits the drafted chain without
  * checking it (the seed article's "several tokens at once"); τ = k by construction, quality pays.
  */
-export function unverifiedGenerate(model: MtpModel, prompt: readonly number[], opts: DecoderOptions & SamplingOptions): Promise<EngineResult> {
+export async function unverifiedGenerate(model: MtpModel, prompt: readonly number[], opts: DecoderOptions & SamplingOptions): Promise<EngineResult> {
   const acceptance = unverifiedAcceptance(resolveSampling(opts));
   return decode(model, model.drafter({ k: opts.k }), prompt, { maxNewTokens: opts.maxNewTokens, acceptance, seed: opts.seed });
 }
 
 /** Prompt-lookup decoding (Saxena 2023): drafts copied from earlier in the text, verified greedily. Any target. */
-export function lookupGenerate(model: VerifyTarget, prompt: readonly number[], opts: DecoderOptions & Omit<LookupOptions, 'k'>): Promise<EngineResult> {
+export async function lookupGenerate(model: VerifyTarget, prompt: readonly number[], opts: DecoderOptions & Omit<LookupOptions, 'k'>): Promise<EngineResult> {
   return decode(model, new PromptLookupDrafter({ k: opts.k, maxNgram: opts.maxNgram, branches: opts.branches }), prompt, { maxNewTokens: opts.maxNewTokens });
 }

@@ -137,8 +137,9 @@ export class DecodeSession {
     const maxDepth = Math.max(0, Math.min(this.drafter?.maxDepth ?? 0, budget - 1, roomInWindow(L, blockSize) - 1));
     let tree = rootOnly(this.seq[L - 1]);
     if (this.drafter && maxDepth > 0) {
-      tree = pruneTree(await this.drafter.propose({ seq: this.seq, maxDepth, sampling: this.rule.sampling, sample: this.rule.sampleDrafts, rng: this.rng }), maxDepth);
-      checkTree(tree, V);
+      const proposed = await this.drafter.propose({ seq: this.seq, maxDepth, sampling: this.rule.sampling, sample: this.rule.sampleDrafts, rng: this.rng });
+      checkTree(proposed, V);
+      tree = pruneTree(proposed, maxDepth);
       if (tree.tokens[0] !== this.seq[L - 1]) throw new Error(`decode: drafter '${this.drafter.name}' proposed root ${tree.tokens[0]}, but the last committed token is ${this.seq[L - 1]}`);
     }
     const t1 = now();

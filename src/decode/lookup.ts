@@ -28,7 +28,9 @@ export class PromptLookupDrafter implements Drafter {
   private readonly branches: number;
 
   constructor(opts: LookupOptions = {}) {
-    const { k, maxNgram, branches } = { ...LOOKUP_DEFAULTS, ...opts };
+    const k = opts.k ?? LOOKUP_DEFAULTS.k;
+    const maxNgram = opts.maxNgram ?? LOOKUP_DEFAULTS.maxNgram;
+    const branches = opts.branches ?? LOOKUP_DEFAULTS.branches;
     for (const [name, v] of [['k', k], ['maxNgram', maxNgram], ['branches', branches]] as const) {
       if (!Number.isInteger(v) || v < 1) throw new Error(`prompt lookup: ${name} must be an integer ≥ 1, got ${v}`);
     }
