@@ -34,7 +34,8 @@ export type { AdamWConfig, AdamWState } from './train/adamw';
 export { lrAt } from './train/schedule';
 
 export { ParallelModel } from './model/parallel';
-export { MedusaModel, headRankAccuracies } from './model/medusa';
+export { MedusaModel } from './model/medusa';
+export { headRankAccuracies } from './eval/head_accuracy';
 export { SequentialModel } from './model/sequential';
 export { CacheSet } from './model/cache_set';
 export { forwardFlopsPerToken, trainFlopsPerToken } from './model/flops';

@@ -16,7 +16,8 @@ import { MedusaMtp, ModelConfig, MTP_DEFAULTS, resolveConfig } from '../src/conf
 import { initBackend } from '../src/backend/index';
 import { batchFromWindows } from '../src/data/batch';
 import { createModel } from '../src/model/create';
-import { headRankAccuracies, MedusaModel } from '../src/model/medusa';
+import { MedusaModel } from '../src/model/medusa';
+import { headRankAccuracies } from '../src/eval/head_accuracy';
 import { crossEntropy } from '../src/model/transformer';
 import { generate } from '../src/decode/ar';
 import { greedyAcceptance, TargetRows, typicalAcceptance } from '../src/decode/acceptance';
