@@ -15,7 +15,8 @@ import { BACKEND_NAMES, BackendName, initBackend } from '../src/backend/index';
 import { loadCorpus, splitTrainVal } from '../src/data/corpus';
 import { decode } from '../src/decode/engine';
 import { PromptLookupDrafter } from '../src/decode/lookup';
-import { denseTree, sparseTree } from '../src/decode/tree';
+import { denseTree, sparseTree, TreeChoices } from '../src/decode/tree';
+import { optimisedTree } from '../src/eval/draft_accuracy';
 import type { MtpModel } from '../src/model/mtp_model';
 import { compareWithAR, SpeedRow } from '../src/eval/speed';
 import { loadModel } from '../src/train/run';
@@ -26,7 +27,8 @@ async function main() {
   const argv = yargs(hideBin(process.argv))
     .option('ckpt', { type: 'string', demandOption: true, describe: 'checkpoint of an MTP model (comma list for several)' })
     .option('k', { type: 'string', describe: 'draft lengths to test (comma list; default: the model’s k)' })
-    .option('trees', { type: 'string', default: 'chain', describe: 'draft shapes for the model’s own drafter (comma list of chain, dense, sparse63)' })
+    .option('trees', { type: 'string', default: 'chain', describe: 'draft shapes for the model’s own drafter (comma list of chain, dense, sparse63, optimised)' })
+    .option('nodes', { type: 'number', default: 25, describe: 'nodes of the optimised tree (the root not counted)' })
     .option('lookup', { type: 'boolean', default: true, describe: 'also measure prompt lookup (k = 5) on each model' })
     .option('prompts', { type: 'number', default: 8, describe: 'prompts from the validation split' })
     .option('promptLength', { type: 'number', default: 32, describe: 'tokens per prompt' })
@@ -53,8 +55,13 @@ async function main() {
     const variant = `${config.model.mtp.kind} k=${model.k}`;
     console.log(`${ckpt}: ${variant}, ${backend.name}; ${argv.prompts} prompts × ${argv.tokens} tokens × ${argv.runs} runs`);
     const trees = argv.trees.split(',');
-    for (const t of trees) if (!['chain', 'dense', 'sparse63'].includes(t)) throw new Error(`--trees: unknown shape '${t}'; allowed: chain, dense, sparse63`);
-    const shape = (t: string, depth: number) => (t === 'chain' || depth === 0 ? undefined : t === 'dense' ? denseTree(depth) : sparseTree(depth));
+    for (const t of trees) if (!['chain', 'dense', 'sparse63', 'optimised'].includes(t)) throw new Error(`--trees: unknown shape '${t}'; allowed: chain, dense, sparse63, optimised`);
+    const optimised = new Map<number, TreeChoices>(); // per k: optimizeTree on rank accuracies measured on the model's greedy text
+    for (const k of trees.includes('optimised') ? ks.filter((x) => x > 1) : []) {
+      optimised.set(k, (await optimisedTree(model, prompts.slice(0, 2), argv.nodes, k - 1)).tree);
+    }
+    const shape = (t: string, depth: number) =>
+      t === 'chain' || depth === 0 ? undefined : t === 'dense' ? denseTree(depth) : t === 'sparse63' ? sparseTree(depth) : optimised.get(depth + 1);
     const decoders = ks.filter((k) => k > 1).flatMap((k) =>
       trees.map((t) => ({ label: `${t} k=${k}`, decode: (m: MtpModel, p: number[], n: number) => decode(m, m.drafter({ k, tree: shape(t, k - 1) }), p, { maxNewTokens: n }) })),
     );

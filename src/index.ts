@@ -36,6 +36,8 @@ export { lrAt } from './train/schedule';
 export { ParallelModel } from './model/parallel';
 export { MedusaModel } from './model/medusa';
 export { headRankAccuracies } from './eval/head_accuracy';
+export { combTree, draftRankAccuracies, optimisedTree } from './eval/draft_accuracy';
+export type { DraftAccuracyOptions } from './eval/draft_accuracy';
 export { SequentialModel } from './model/sequential';
 export { CacheSet } from './model/cache_set';
 export { forwardFlopsPerToken, trainFlopsPerToken } from './model/flops';

@@ -4,6 +4,7 @@
  *
  *   npm run mtp -- generate --ckpt=runs/parallel/model.ckpt --decoder=blockwise --k=4 --compare
  *   npm run mtp -- generate --ckpt=runs/medusa/model.ckpt --decoder=medusa --tree=sparse63 --compare
+ *   npm run mtp -- generate --ckpt=runs/medusa/model.ckpt --decoder=medusa --tree=optimised --nodes=25 --compare
  *   npm run mtp -- generate --ckpt=runs/tiny/model.ckpt --decoder=lookup --compare
  */
 import type { Argv } from 'yargs';
@@ -14,30 +15,36 @@ import type { Drafter } from '../decode/drafter';
 import { decode, EngineResult } from '../decode/engine';
 import { PromptLookupDrafter } from '../decode/lookup';
 import { denseTree, sparseTree, TreeChoices } from '../decode/tree';
+import { optimisedTree } from '../eval/draft_accuracy';
 import type { MtpModel } from '../model/mtp_model';
 import type { Tokenizer } from '../data/tokenizer';
 
 export const DECODER_NAMES = ['ar', 'blockwise', 'sequential', 'medusa', 'lookup'] as const;
-export const TREE_NAMES = ['chain', 'dense', 'sparse63'] as const;
+export const TREE_NAMES = ['chain', 'dense', 'sparse63', 'optimised'] as const;
 
 /** The flags `generate` adds to the checkpoint and sampling ones. */
 export function decoderOptions(y: Argv): Argv {
   return y
     .option('decoder', { type: 'string', choices: DECODER_NAMES as unknown as string[], default: 'ar', describe: 'ar = plain decoding; blockwise / sequential / medusa = the checkpoint’s own heads or modules drafting; lookup = prompt lookup (any checkpoint)' })
     .option('acceptance', { type: 'string', choices: ACCEPTANCE_NAMES as unknown as string[], default: 'greedy', describe: 'greedy (lossless), typical (Medusa), sampling (speculative sampling, lossless at T > 0), unverified (lossy)' })
-    .option('tree', { type: 'string', choices: TREE_NAMES as unknown as string[], default: 'chain', describe: 'draft shape: chain, dense (top-3 then top-2 per depth), sparse63 (63 nodes, Medusa’s shape)' })
+    .option('tree', { type: 'string', choices: TREE_NAMES as unknown as string[], default: 'chain', describe: 'draft shape: chain, dense (top-3 then top-2 per depth), sparse63 (63 nodes, Medusa’s shape), optimised (built from the drafter’s rank accuracies measured on the model’s own greedy text)' })
+    .option('nodes', { type: 'number', default: 25, describe: '--tree=optimised: draft nodes (the root not counted)' })
     .option('k', { type: 'number', describe: 'tokens per step = 1 + draft depth [default: all the drafter offers; lookup 5]' })
     .option('ngram', { type: 'number', default: 3, describe: 'lookup: longest suffix matched' })
     .option('compare', { type: 'boolean', default: false, describe: 'also run plain AR on the same prompt: speedup and identical outputs' });
 }
 
-function treeOf(name: string, depth: number): TreeChoices | undefined {
+function treeOf(name: string, depth: number, optimised?: TreeChoices): TreeChoices | undefined {
   if (name === 'chain' || depth === 0) return undefined;
+  if (name === 'optimised') {
+    if (!optimised) throw new Error('--tree=optimised needs measured rank accuracies (mtp generate measures them on the validation text)');
+    return optimised;
+  }
   return name === 'dense' ? denseTree(depth) : sparseTree(depth);
 }
 
-/** The drafter a --decoder names, checked against the checkpoint's variant. */
-export function drafterFor(model: MtpModel, argv: Record<string, unknown>): Drafter | null {
+/** The drafter a --decoder names, checked against the checkpoint's variant (`optimised`: the tree for --tree=optimised). */
+export function drafterFor(model: MtpModel, argv: Record<string, unknown>, optimised?: TreeChoices): Drafter | null {
   const decoder = argv.decoder as (typeof DECODER_NAMES)[number];
   const k = argv.k as number | undefined;
   if (k !== undefined && !(Number.isInteger(k) && k >= 1)) throw new Error(`--k must be an integer ≥ 1, got ${k}`);
@@ -48,7 +55,7 @@ export function drafterFor(model: MtpModel, argv: Record<string, unknown>): Draf
     throw new Error(`--decoder=${decoder} needs a checkpoint with its drafting heads or modules, but this one is mtp.kind '${model.config.mtp.kind}'` + (own ? `; its decoder is --decoder=${own}` : '; use --decoder=ar or --decoder=lookup'));
   }
   const depth = (k ?? model.k) - 1;
-  return model.drafter({ k, tree: treeOf(argv.tree as string, Math.min(depth, model.k - 1)) });
+  return model.drafter({ k, tree: treeOf(argv.tree as string, Math.min(depth, model.k - 1), optimised) });
 }
 
 function fmt(x: number, digits = 2): string {
@@ -61,12 +68,25 @@ function describe(r: EngineResult): string {
   return `${s.method}: ${s.newTokens} tokens, ${s.forwards} forwards, τ ${fmt(s.tau)}${alpha} | ${fmt(s.tokensPerSec, 1)} tokens/s`;
 }
 
-/** Runs the chosen decoder (and AR with --compare) and prints the text and the statistics. */
-export async function runGenerate(model: MtpModel, tokenizer: Tokenizer, prompt: string, argv: Record<string, unknown>): Promise<void> {
+/**
+ * Runs the chosen decoder (and AR with --compare) and prints the text and the statistics. `validation`: prompts from
+ * the checkpoint's validation text, for --tree=optimised.
+ */
+export async function runGenerate(model: MtpModel, tokenizer: Tokenizer, prompt: string, argv: Record<string, unknown>, validation: () => number[][]): Promise<void> {
   const ids = Array.from(tokenizer.encode(prompt));
   const sampling = { temperature: argv.temperature as number, topK: argv.topK as number, topP: argv.topP as number };
   const acceptance = acceptanceRule(argv.acceptance as AcceptanceName, sampling);
-  const drafter = drafterFor(model, argv);
+  let optimised: TreeChoices | undefined;
+  if (argv.tree === 'optimised' && argv.decoder !== 'ar' && argv.decoder !== 'lookup') {
+    drafterFor(model, argv, [[0]])?.dispose(); // the checks first: decoder, variant and k
+    const nodes = argv.nodes as number;
+    if (!(Number.isInteger(nodes) && nodes >= 1)) throw new Error(`--nodes must be an integer ≥ 1, got ${nodes}`);
+    const depth = ((argv.k as number | undefined) ?? model.k) - 1;
+    const o = await optimisedTree(model, validation(), nodes, depth);
+    optimised = o.tree;
+    console.log(`optimised tree: ${o.tree.length + 1} nodes from rank accuracies per depth (top-4) ${o.accuracies.map((row) => row.map((a) => fmt(a)).join('/')).join(' | ')}`);
+  }
+  const drafter = drafterFor(model, argv, optimised);
   const maxNewTokens = argv.tokens as number;
   const seed = argv.seed as number;
   const out = await decode(model, drafter, ids, { maxNewTokens, acceptance, seed });

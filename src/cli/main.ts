@@ -108,7 +108,13 @@ async function generateCommand(argv: Record<string, unknown>): Promise<void> {
   const { model, tokenizer, config, step } = loadModel(argv.ckpt as string);
   console.log(`backend ${backend.name} | checkpoint ${argv.ckpt} (step ${step}, ${countParams(config.model).toLocaleString('en-US')} parameters)`);
   try {
-    await runGenerate(model, tokenizer, (argv.prompt as string | undefined) ?? DEFAULT_PROMPTS[config.train.corpus], argv);
+    const validation = () => {
+      const corpus = loadCorpus(config.train.corpus, { maxBytes: config.train.maxCorpusBytes || undefined });
+      const { val } = splitTrainVal(config.train.tokenizer === 'byte' ? corpus.bytes : tokenizer.encode(corpus.text));
+      const gap = Math.max(0, Math.floor((val.length - 32) / 4));
+      return Array.from({ length: 4 }, (_, i) => Array.from(val.subarray(i * gap, i * gap + 32))); // 4 windows of 32 tokens
+    };
+    await runGenerate(model, tokenizer, (argv.prompt as string | undefined) ?? DEFAULT_PROMPTS[config.train.corpus], argv, validation);
   } finally {
     model.dispose();
   }
