@@ -7,18 +7,11 @@
 #   bash bench/gpu/decoding.sh            (STEPS overrides the training steps, default 800)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-d=.device
-for f in $d/gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-xz -dc $d/node.xz > /tmp/node && chmod +x /tmp/node
-xz -dc $d/node_modules/webgpu/dist/linux-x64/dawn.node.xz > $d/node_modules/webgpu/dist/linux-x64/dawn.node
-rm -rf node_modules && ln -s $d/node_modules node_modules
-export XDG_RUNTIME_DIR=/tmp
-[ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-out=${OUT:-bench/results}
+source bench/gpu/setup.sh
 steps=${STEPS:-800}
 z=/tmp/zoo
 date
-mkdir -p $z bench/results
+mkdir -p $z
 train() { local name=$1 core=$2 n=$3; shift 3; taskset -c "$core" /tmp/node $d/mtp.js train --preset=tiny --train.backend=wasm --train.steps="$n" --overwrite --out=$z/$name "$@" > $z/$name.log 2>&1; }
 train par4 1 "$steps" --mtp.kind=parallel --mtp.k=4 &
 train seq3 2 "$steps" --mtp.kind=sequential --mtp.depth=3 &

@@ -31,6 +31,7 @@ import { greedyAcceptance } from './acceptance';
 import { planFeed, roomInWindow } from './context';
 import type { Drafter, VerifyTarget } from './drafter';
 import { checkTree, DraftTree, isChain, pruneTree, rootOnly, treeDepths, treeMask } from './draft_tree';
+import { argmax } from './sampling';
 import { finishStats, SpeculativeStats, speculativeStats } from './stats';
 
 export interface EngineOptions {
@@ -100,6 +101,8 @@ export class DecodeSession {
   readonly accepts: number[] = [];
   readonly profile: StepProfile = { draft: 0, verify: 0, read: 0, accept: 0, cache: 0, total: 0 };
   private readonly cache: KVCache;
+  /** Time each phase (EngineOptions.profile). */
+  private readonly timed: boolean;
   /** First sequence position the cache holds (−1 before the prefill). */
   private windowStart = -1;
 
@@ -119,8 +122,6 @@ export class DecodeSession {
     this.timed = opts.profile ?? false;
     this.cache = target.newCache();
   }
-
-  private readonly timed: boolean;
 
   /** Tokens generated so far. */
   get generated(): number {
@@ -170,7 +171,7 @@ export class DecodeSession {
     out.read.dispose();
     const t3 = now();
     // 3. accept
-    const target: TargetRows = this.rule.reads === 'argmax' ? { vocabSize: V, argmax: data as Int32Array } : { vocabSize: V, argmax: rowArgmax(data as Float32Array, V), logits: data as Float32Array };
+    const target: TargetRows = this.rule.reads === 'argmax' ? { vocabSize: V, argmax: data as Int32Array } : { vocabSize: V, argmax: Int32Array.from({ length: N }, (_, n) => argmax((data as Float32Array).subarray(n * V, (n + 1) * V))), logits: data as Float32Array };
     const verdict = this.rule.accept(tree, target, this.rng);
     checkVerdict(verdict, tree, V);
     const t4 = now();
@@ -275,18 +276,6 @@ export function stepMask(tree: DraftTree, L0: number, c: number): Float32Array {
     for (let j = 1; j < N; j++) if (allowed[i][j]) mask[r + L0 + c - 1 + j] = 0;
   }
   return mask;
-}
-
-/** [N] argmax of each row of [N·V] logits (first index on ties, as tf.argMax). */
-function rowArgmax(logits: Float32Array, V: number): Int32Array {
-  const N = logits.length / V;
-  const out = new Int32Array(N);
-  for (let n = 0; n < N; n++) {
-    let best = 0;
-    for (let v = 1; v < V; v++) if (logits[n * V + v] > logits[n * V + best]) best = v;
-    out[n] = best;
-  }
-  return out;
 }
 
 /** Throws unless a rule's verdict is a root-first path down the tree and a token. */

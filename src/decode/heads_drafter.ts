@@ -30,6 +30,9 @@ export interface HeadsSource {
 export class HeadsDrafter implements Drafter {
   readonly maxDepth: number;
   private readonly shape: TreeShape;
+  /** Per depth d (index d − 1): the ranks the shape uses there, ascending, and the most children any node there has. */
+  private readonly depthRanks: number[][];
+  private readonly depthWidest: number[];
   /** [depth][V] the heads' logits at the last committed position (null before the prefill). */
   private rows: Float32Array[] | null = null;
 
@@ -43,6 +46,9 @@ export class HeadsDrafter implements Drafter {
     if (this.shape.depth > source.heads) throw new Error(`${name}: the tree is ${this.shape.depth} deep but there are ${source.heads} drafting heads`);
     if (this.shape.topk > V) throw new Error(`${name}: the tree uses rank ${this.shape.topk - 1}, beyond the vocabulary (${V} tokens)`);
     this.maxDepth = this.shape.depth;
+    const s = this.shape;
+    this.depthRanks = Array.from({ length: s.depth }, (_, i) => [...new Set(s.paths.filter((p) => p.length === i + 1).map((p) => p[i]))].sort((a, b) => a - b));
+    this.depthWidest = Array.from({ length: s.depth }, (_, i) => Math.max(...s.children.filter((_, w) => s.depths[w] === i).map((c) => c.length)));
   }
 
   get draftForwards(): number {
@@ -63,9 +69,8 @@ export class HeadsDrafter implements Drafter {
       const node = kept.get(u);
       if (node === undefined || s.depths[u] >= ctx.maxDepth || s.children[u].length === 0) continue;
       const d = s.depths[u] + 1;
-      const widest = Math.max(...s.children.filter((_, w) => s.depths[w] === d - 1).map((c) => c.length));
       if (!perDepth.has(d)) {
-        const ranks = ctx.sample ? Array.from({ length: widest }, (_, i) => i) : [...new Set(s.paths.filter((p) => p.length === d).map((p) => p[d - 1]))].sort((a, b) => a - b);
+        const ranks = ctx.sample ? Array.from({ length: this.depthWidest[d - 1] }, (_, i) => i) : this.depthRanks[d - 1];
         perDepth.set(d, { ...pickChildren(this.rows[d - 1], ranks, ctx.sample, ctx.sampling, ctx.rng), ranks });
       }
       const cand = perDepth.get(d)!;

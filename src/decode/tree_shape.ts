@@ -15,7 +15,7 @@ import type { Rng } from '../util/rng';
 import type { ChildDraw } from './draft_tree';
 import { DETERMINISTIC } from './draft_tree';
 import { samplingProbs, sampleIndex, SamplingConfig } from './sampling';
-import { comparePaths, TreeChoices } from './tree';
+import { chainTree, TreeChoices, treeBuffers } from './tree';
 
 /** A tree shape with its nodes numbered as draft-tree nodes (root 0, then paths sorted by length, then rank). */
 export class TreeShape {
@@ -35,29 +35,18 @@ export class TreeShape {
   readonly topk: number;
 
   constructor(choices: TreeChoices) {
-    const sorted = choices.map((p) => [...p]).sort(comparePaths);
-    const index = new Map<string, number>([['', 0]]);
-    this.paths = [[]];
-    this.parents = [-1];
-    for (const p of sorted) {
-      if (p.length === 0 || p.some((r) => !Number.isInteger(r) || r < 0)) throw new Error(`tree: a path is a non-empty list of ranks ≥ 0, got [${p.join(', ')}]`);
-      const key = p.join(',');
-      if (index.has(key)) throw new Error(`tree: path [${p.join(', ')}] is listed twice`);
-      const parent = index.get(p.slice(0, -1).join(','));
-      if (parent === undefined) throw new Error(`tree: path [${p.join(', ')}] has no parent [${p.slice(0, -1).join(', ')}] in the list`);
-      index.set(key, this.paths.length);
-      this.paths.push(p);
-      this.parents.push(parent);
-    }
-    this.depths = this.paths.map((p) => p.length);
-    this.depth = Math.max(...this.depths);
+    const buf = treeBuffers(choices); // sorts and checks the paths (decode/tree.ts)
+    this.paths = [[], ...buf.paths];
+    this.parents = buf.parents;
+    this.depths = buf.positions;
+    this.depth = buf.depth;
+    this.topk = buf.topk;
     this.children = this.paths.map(() => []);
     this.childRanks = this.paths.map(() => []);
     for (let i = 1; i < this.paths.length; i++) {
       this.children[this.parents[i]].push(i);
       this.childRanks[this.parents[i]].push(this.paths[i][this.paths[i].length - 1]);
     }
-    this.topk = 1 + Math.max(0, ...this.paths.flat());
   }
 
   get size(): number {
@@ -117,7 +106,7 @@ export function pickChildren(logits: ArrayLike<number>, ranks: readonly number[]
 export function drafterShape(name: string, maxK: number, opts: { k?: number; tree?: TreeChoices } = {}): number[][] {
   const k = opts.k ?? maxK;
   if (!Number.isInteger(k) || k < 1 || k > maxK) throw new Error(`${name}: k (tokens per step) must be an integer in [1, ${maxK}], got ${k}`);
-  if (!opts.tree) return Array.from({ length: k - 1 }, (_, d) => new Array<number>(d + 1).fill(0));
+  if (!opts.tree) return k > 1 ? chainTree(k - 1) : [];
   const shape = new TreeShape(opts.tree);
   if (shape.depth > maxK - 1) throw new Error(`${name}: the tree is ${shape.depth} deep, but this model drafts at most ${maxK - 1} tokens ahead`);
   return shape.paths.slice(1).filter((p) => p.length <= k - 1);
