@@ -1,7 +1,7 @@
 /**
  * Cost of one verification forward of n new tokens on a KV cache of 120 tokens (batch 1), relative to one token: what
- * bounds the speedup of speculative and multi-token decoding (PERF.md). Each forward appends its n tokens to the cache
- * and is truncated back (as a rejected draft is), and reads its logits back once (a decoding step's one host sync).
+ * bounds the speedup of speculative and multi-token decoding (docs/performance.md). Each forward appends its n tokens
+ * to the cache and is truncated back (as a rejected draft is), and reads its logits back once (a decoding step's one host sync).
  * Positions are explicit with a causal mask [n, 120 + n], as a draft or tree verifier passes them; positions past the
  * position table repeat its last row (the cost is the same).
  *

@@ -13,7 +13,7 @@
  *    (= modules discarded) on the same model, prompts, backend and run, interleaved so machine noise
  *    hits both alike; every speculative output must equal greedy AR's (the bench stops otherwise).
  * Tokens/s of a method = tokens ÷ time summed over the prompts of one run; medians over runs are
- * reported, and speedup = the median over runs of that run's ratio (DESIGN §4.8: same run).
+ * reported, and speedup = the median over runs of that run's ratio (docs/algorithms.md, metrics: same run).
  *
  *   npm run bench:sequential -- [--steps=800] [--depths=1,3] [--prompts=8] [--tokens=128] [--runs=5] [--resume]
  */

@@ -1,7 +1,7 @@
 /**
  * Runs the PyTorch twin (bench/torch_twin.py) from a benchmark, so that tfjs and PyTorch are timed in one run on the
  * same machine state. Needs Debian's python3-torch for /usr/bin/python3; OpenBLAS-OpenMP is used when installed
- * (PERF.md: the reference BLAS is 20× slower, the pthread OpenBLAS fights PyTorch's threads on 2 cores).
+ * (docs/performance.md: the reference BLAS is 20× slower, the pthread OpenBLAS fights PyTorch's threads on 2 cores).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';

@@ -1,7 +1,7 @@
 /**
  * Training throughput per backend and preset: median ms per AdamW step (loss read back) after
  * warm-up, tokens/s, achieved GFLOP/s (PaLM convention, src/model/flops.ts) and MFU against the
- * backend's measured n³ matMul peak. Random tokens, as the PyTorch twin uses, so shapes match PERF.md.
+ * backend's measured n³ matMul peak. Random tokens, as the PyTorch twin uses, so shapes match docs/performance.md.
  * Also the peak of live tensors and tensor bytes during one step (weights and optimizer state included). On `wasm`
  * the same run also measures the backend with MTP_WASM_FAST=false (without this package's kernels), and the PyTorch
  * twin (bench/torch_twin.py, 2 threads) trains the same shapes when /usr/bin/python3 has torch, for ratios.

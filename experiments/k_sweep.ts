@@ -1,6 +1,6 @@
 /**
  * k-sweep: quality vs speed across k for every variant, on the code and prose corpora (claims C2, C5,
- * C7, C8 in the seed's CLAIMS.md).
+ * C7, C8 in docs/claims.md).
  *
  * Per corpus, trains from the same base config: `parallel` heads for each k (k = 1 is the plain
  * next-token model), `sequential` modules for each D, and Medusa-1 heads on the frozen k = 1 trunk.

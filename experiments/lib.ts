@@ -24,6 +24,7 @@ import type { MtpModel } from '../src/model/create';
 import type { Tokenizer } from '../src/data/tokenizer';
 import { evaluate, EvalResult } from '../src/train/evaluate';
 import { readCheckpoint } from '../src/train/checkpoint';
+import { makeDir } from '../src/util/files';
 import { CHECKPOINT_FILE, loadModel, prepareData, trainRun, writeFileAtomic } from '../src/train/run';
 import { FigureWriter, writeCsv } from '../src/plot/write';
 import { Rng } from '../src/util/rng';
@@ -65,8 +66,8 @@ export async function startExperiment(name: string, describe: string, extra: (y:
   const root = quick ? path.join('runs', 'experiments-quick', name) : path.join('runs', 'experiments', name);
   const outDir = (argv.out as string | undefined) ?? (quick ? root : path.join('figures', name));
   const workDir = path.join(root, 'models');
-  fs.mkdirSync(outDir, { recursive: true });
-  fs.mkdirSync(workDir, { recursive: true });
+  makeDir(outDir, 'the output folder');
+  makeDir(workDir, 'the models folder');
   const backend = await initBackend(argv.backend as BackendName);
   const exp: Experiment = { name, quick, outDir, workDir, backend, base, args: argv, fresh: argv.fresh as boolean };
   const options = Object.fromEntries(Object.entries(argv).filter(([k]) => !['_', '$0'].includes(k) && !k.includes('.')));

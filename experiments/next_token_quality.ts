@@ -1,5 +1,5 @@
 /**
- * Does multi-token training change next-token quality? (claims C6 and C8 in the seed's CLAIMS.md.)
+ * Does multi-token training change next-token quality? (claims C6 and C8 in docs/claims.md.)
  * Gloeckle et al. 2024 report it helps code and induction at scale but hurts small models on
  * natural-language benchmarks; the seed says MTP "improves context understanding".
  *

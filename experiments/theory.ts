@@ -1,5 +1,5 @@
 /**
- * Theory vs measurement (DESIGN §4.8): does E[τ] = 1 + Σⱼ Πᵢ≤ⱼ αᵢ, computed from the measured
+ * Theory vs measurement (docs/algorithms.md, metrics): does E[τ] = 1 + Σⱼ Πᵢ≤ⱼ αᵢ, computed from the measured
  * per-position acceptances, predict the measured τ? And does Leviathan's walltime formula
  * (1 − α^{γ+1}) / ((1 − α)(γc + 1)) predict the measured speedup, with α the constant acceptance
  * equivalent to the measured αᵢ, γ = k − 1 drafts, and c from the measured cost of a verification

@@ -141,7 +141,7 @@ export interface Preset {
 
 /**
  * nano: ≤ 50 k parameters, for tests. tiny: a useful byte-level code model in ~5 minutes on 2 CPU
- * cores. small / medium: the PERF.md benchmark shapes (same as the PyTorch twin).
+ * cores. small / medium: the benchmark shapes of docs/performance.md (same as the PyTorch twin).
  */
 export const PRESETS: Record<PresetName, Preset> = {
   nano: {
@@ -258,10 +258,16 @@ export function validate(cfg: Config): void {
 }
 
 /** Number of parameters of a model config, embeddings and every MTP head or module included. */
-export function countParams(m: ModelConfig): number {
+/** Parameters of one transformer block of the model's width. */
+export function blockParamCount(m: Pick<ModelConfig, 'nEmbd' | 'mlpRatio'>): number {
   const C = m.nEmbd;
   const hidden = m.mlpRatio * C;
-  const block = 2 * 2 * C + C * 3 * C + C * C + C * hidden + hidden + hidden * C + C;
+  return 2 * 2 * C + C * 3 * C + C * C + C * hidden + hidden + hidden * C + C;
+}
+
+export function countParams(m: ModelConfig): number {
+  const C = m.nEmbd;
+  const block = blockParamCount(m);
   const unembed = m.tieEmbeddings ? 0 : C * m.vocabSize;
   const trunk = m.vocabSize * C + m.blockSize * C + 2 * C + unembed;
   return trunk + mtpBlockParams(m.mtp, { nLayer: m.nLayer, nEmbd: C, vocabSize: m.vocabSize, block });

@@ -17,9 +17,9 @@ describe('config', () => {
     expect(c.train.batchSize).toBe(PRESETS.nano.train.batchSize);
   });
 
-  it('presets: nano ≤ 50k parameters; small and medium are the PERF.md shapes', () => {
+  it('presets: nano ≤ 50k parameters; small and medium are the docs/performance.md shapes', () => {
     expect(countParams(resolveConfig('nano').model)).toBeLessThanOrEqual(50_000);
-    expect(Math.round(countParams(resolveConfig('small').model) / 1e4)).toBe(87); // PERF.md: 0.87 M
+    expect(Math.round(countParams(resolveConfig('small').model) / 1e4)).toBe(87); // docs/performance.md: 0.87 M
     const m = resolveConfig('medium').model;
     expect([m.nLayer, m.nEmbd, m.nHead, m.blockSize]).toEqual([6, 256, 8, 256]);
   });

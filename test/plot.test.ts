@@ -1,6 +1,6 @@
 /**
- * The figure layer (DESIGN §6): builders checked as plain data on small fixed inputs (traces, names, arrays, modes,
- * axis titles, one colour per variant, reference lines, tree geometry, mask values, HTML escaping); then the writers in
+ * The figure layer (docs/algorithms.md, figures): builders checked as plain data on small fixed inputs (traces, names,
+ * arrays, modes, axis titles, one colour per variant, reference lines, tree geometry, mask values, HTML escaping); then the writers in
  * headless Chromium: Plotly.validate accepts every spec, and one figure written to a temp dir gives a self-contained
  * HTML that renders offline, a real PNG and a JSON that round-trips. Needs Chromium (apt-get install -y chromium).
  */

@@ -147,7 +147,7 @@ describe('checkpoints', () => {
     const file = path.join(dir, 'model.ckpt');
     await saveCheckpoint(file, { config: base, tokenizer: { kind: 'byte' }, step: 1 }, model.params);
     fs.truncateSync(file, fs.statSync(file).size - 8);
-    expect(() => readCheckpoint(file)).toThrow(/truncated or corrupt/);
+    expect(() => readCheckpoint(file)).toThrow(/is corrupt: it is truncated or padded/);
     model.dispose();
   });
 
@@ -165,7 +165,7 @@ describe('checkpoints', () => {
     const resumed = await trainRun({ config: cfg, outDir: splitDir, resume: true });
     expect(resumed.steps).toBe(8);
     weights(resumed.model).forEach((w, i) => expect(maxAbsDiff(w, weights(straight.model)[i])).toBe(0));
-    expect(resumed.val.loss).toBe(straight.val.loss);
+    expect(resumed.val!.loss).toBe(straight.val!.loss);
     const log = fs.readFileSync(path.join(splitDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(log.filter((l) => l.type === 'train').map((l) => l.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     // a resume with another model shape is refused with the differences named

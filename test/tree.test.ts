@@ -1,6 +1,6 @@
 /**
- * Medusa tree buffers on plain arrays (DESIGN §4.4): hand-worked mask, tree indices, position ids,
- * parents and retrieve rows; the presets' shapes; optimizeTree against brute force; clear errors.
+ * Medusa tree buffers on plain arrays (docs/algorithms.md, tree buffers): hand-worked mask, tree indices, position
+ * ids, parents and retrieve rows; the presets' shapes; optimizeTree against brute force; clear errors.
  */
 import { describe, expect, it } from 'vitest';
 import { chainTree, denseTree, expectedAccepted, optimizeTree, sparseTree, treeBuffers } from '../src/decode/tree';

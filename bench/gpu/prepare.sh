@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds .device/ (git-ignored): what the GPU machine needs to run the benchmarks with Node + WebGPU (Dawn/Vulkan),
-# since it has no Node, no npm and no network (PERF.md): this machine's node (stripped, xz), the `webgpu` package's
-# dawn.node, the benchmarks as esbuild bundles, the corpora, the Vulkan/EGL loader debs, and optional checkpoints.
+# since it has no Node, no npm and no network (docs/performance.md, running the GPU benchmarks): this machine's node
+# (stripped, xz), the `webgpu` package's dawn.node, the benchmarks as esbuild bundles, the corpora, the Vulkan/EGL loader debs, and optional checkpoints.
 #
 #   bash bench/gpu/prepare.sh [checkpoint.ckpt ...]     then run bench/gpu/run.sh or bench/gpu/decoding.sh there
 set -euo pipefail

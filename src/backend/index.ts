@@ -1,7 +1,7 @@
 /**
  * Choosing and initializing the TF.js backend, in Node and in the browser.
  *
- * Backends (RECIPES.md has the measurements behind these choices):
+ * Backends (docs/backends.md has the measurements behind these choices):
  *  - `cpu`: pure JS reference; correct, very slow.
  *  - `wasm`: tfjs-backend-wasm with SIMD (1 thread in Node), plus the fixes and fused kernels in wasm_fixes.ts (the
  *    fused kernels are bound to the backend here, once it is ready; `nativeKernelsLoaded()` tells). The CPU workhorse.

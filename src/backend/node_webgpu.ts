@@ -1,7 +1,7 @@
 /**
  * The `webgpu` tfjs backend under Node, through Dawn (the npm `webgpu` package, which ships a prebuilt `dawn.node`).
  *
- * What it takes (RECIPES.md, PERF.md "Running TF.js on the GPU machine"):
+ * What it takes (docs/backends.md, WebGPU in Node; docs/performance.md, running the GPU benchmarks):
  *  - `navigator.gpu` must exist, and Dawn's `globals` (GPUBufferUsage, ...) must be on globalThis, before
  *    '@tensorflow/tfjs-backend-webgpu' is imported: it registers the backend only if `navigator.gpu` exists then.
  *  - Dawn on Vulkan (`backend=vulkan`) is the hardware path (NVIDIA H100: works). On a CPU-only Linux machine Vulkan

@@ -4,7 +4,8 @@
  *
  * Why: tfjs-backend-wasm runs batched (rank-3/4) matMuls — attention's QKᵀ and P·V and their gradients — in a slow
  * generic loop, 7–12× below its 2-D XNNPACK path (https://github.com/tensorflow/tfjs/pull/2532); with the head split
- * and merge (SplitV, Transpose) and the softmax they made attention about half of a training step (RECIPES.md).
+ * and merge (SplitV, Transpose) and the softmax they made attention about half of a training step (docs/backends.md,
+ * wasm).
  * The kernels read Q, K, V straight out of the fused projection [B·T, 3C] and write Y as [B·T, C] with heads merged,
  * so no split or transpose remains, and they skip fully masked columns (half the work under a causal mask).
  *

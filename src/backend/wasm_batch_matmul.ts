@@ -4,8 +4,8 @@
  * The wasm kernel has one fast path (XNNPACK) for a single matrix product without transpose flags; everything else runs
  * a slow generic loop (https://github.com/tensorflow/tfjs/pull/2532). Measured on this 2-core machine:
  *  - `transposeA`/`transposeB` set: 10–20× slower than transposing the operand with the wasm Transpose kernel first
- *    (512² × 512²: 126 ms with transposeB vs 11 ms; RECIPES.md: 257 ms vs 17 ms). Backprop through every matMul uses
- *    the flags, so the wrapper transposes explicitly and calls the original with both flags cleared.
+ *    (512² × 512²: 126 ms with transposeB vs 11 ms; docs/backends.md: 257 ms vs 17 ms). Backprop through every matMul
+ *    uses the flags, so the wrapper transposes explicitly and calls the original with both flags cleared.
  *  - a batched `a` [..., M, K] times an unbatched `b` (all batch dims 1, e.g. activations [B, T, C] × weights [C, 4C]):
  *    the batch goes through the slow loop although it is one [B·M, K] × [K, N] product. The wrapper folds the batch
  *    into the rows (a reshape, no copy) so that the fast path runs ([16,128,128] × [128,512]: 248 ms vs 12 ms).

@@ -1,5 +1,5 @@
 /**
- * What the `wasm` backend (tfjs-backend-wasm 4.22) needs before training on it (RECIPES.md):
+ * What the `wasm` backend (tfjs-backend-wasm 4.22) needs before training on it (docs/backends.md, wasm):
  *  a) a missing `UnsortedSegmentSum` kernel, without which the gradient of `tf.gather` (embeddings) throws;
  *  b) a `BatchMatMul` that transposes explicitly instead of using the slow transpose flags (and folds a batch into rows
  *     when the right operand is unbatched), so that XNNPACK's fast path runs;

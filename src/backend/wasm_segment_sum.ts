@@ -1,6 +1,6 @@
 /**
  * The `UnsortedSegmentSum` kernel for the `wasm` backend, which tfjs-backend-wasm 4.22 lacks. The gradient of
- * `tf.gather` (so every embedding lookup being trained) calls it, and fails on wasm without it (RECIPES.md;
+ * `tf.gather` (so every embedding lookup being trained) calls it, and fails on wasm without it (docs/backends.md, wasm;
  * https://github.com/tensorflow/tfjs/issues/8082).
  *
  * A plain JS loop over the wasm heap: x is read and the output written in place through

@@ -18,6 +18,7 @@ import { denseTree, sparseTree, TreeChoices } from '../decode/tree';
 import { optimisedTree } from '../eval/draft_accuracy';
 import type { MtpModel } from '../model/mtp_model';
 import type { Tokenizer } from '../data/tokenizer';
+import { progressBar } from './progress';
 
 export const DECODER_NAMES = ['ar', 'blockwise', 'sequential', 'medusa', 'lookup'] as const;
 export const TREE_NAMES = ['chain', 'dense', 'sparse63', 'optimised'] as const;
@@ -58,6 +59,21 @@ export function drafterFor(model: MtpModel, argv: Record<string, unknown>, optim
   return model.drafter({ k, tree: treeOf(argv.tree as string, Math.min(depth, model.k - 1), optimised) });
 }
 
+/** Generations of more than PROGRESS_FROM tokens show a progress bar (tokens, tokens/s, eta). */
+const PROGRESS_FROM = 1000;
+
+async function withProgress<T>(label: string, total: number, run: (onProgress?: (n: number) => void) => Promise<T>): Promise<T> {
+  if (total < PROGRESS_FROM) return run();
+  const bar = progressBar(label, '{speed} tokens/s');
+  const t0 = performance.now();
+  bar.start(total, 0, { speed: '-' });
+  try {
+    return await run((n) => bar.update(n, { speed: Math.round((n * 1000) / (performance.now() - t0)) }));
+  } finally {
+    bar.stop();
+  }
+}
+
 function fmt(x: number, digits = 2): string {
   return Number.isFinite(x) ? x.toFixed(digits) : '-';
 }
@@ -89,12 +105,12 @@ export async function runGenerate(model: MtpModel, tokenizer: Tokenizer, prompt:
   const drafter = drafterFor(model, argv, optimised);
   const maxNewTokens = argv.tokens as number;
   const seed = argv.seed as number;
-  const out = await decode(model, drafter, ids, { maxNewTokens, acceptance, seed });
+  const out = await withProgress('decode', maxNewTokens, (onProgress) => decode(model, drafter, ids, { maxNewTokens, acceptance, seed, onProgress }));
   console.log(`--- ${describe(out)} ---`);
   console.log(prompt + tokenizer.decode(out.tokens));
   console.log('---');
   if (!argv.compare) return;
-  const ar = await generate(model, ids, { maxNewTokens, ...sampling, seed });
+  const ar = await withProgress('AR', maxNewTokens, (onProgress) => generate(model, ids, { maxNewTokens, ...sampling, seed, onProgress }));
   console.log(`AR (same prompt, backend and sampling): ${describe(ar)}`);
   const identical = JSON.stringify(ar.tokens) === JSON.stringify(out.tokens);
   const verdict = acceptance.lossless && sampling.temperature === 0

@@ -8,6 +8,8 @@
  *
  * Flags: see `--help` of each command; unknown flags and bad values are errors.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import yargs from 'yargs';
 import type { Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -22,7 +24,7 @@ import type { Transformer } from '../model/transformer';
 import { evaluate } from '../train/evaluate';
 import { MedusaModel } from '../model/medusa';
 import { copyParams, readCheckpoint } from '../train/checkpoint';
-import { loadModel, trainRun } from '../train/run';
+import { CHECKPOINT_FILE, loadModel, trainRun } from '../train/run';
 import { decoderOptions, runGenerate } from './generate';
 import { configFromArgs, withConfigOptions } from './options';
 import { progressBar } from './progress';
@@ -58,21 +60,58 @@ async function printSample(model: Transformer, tokenizer: Tokenizer, prompt: str
   console.log('---');
 }
 
+/**
+ * Ctrl-C / SIGTERM (and the parent process going away, e.g. a killed `tsx` or `npm` wrapper) ask the run to stop
+ * after its current step with a checkpoint; a second signal exits at once.
+ */
+function stopController(): { controller: AbortController; dispose: () => void } {
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (controller.signal.aborted) process.exit(sig === 'SIGINT' ? 130 : 143);
+    console.error(`\n${sig}: stopping after the current step and writing a checkpoint (again to quit at once)`);
+    controller.abort(sig);
+  };
+  const ppid = process.ppid;
+  const watch = setInterval(() => {
+    if (process.ppid !== ppid && !controller.signal.aborted) controller.abort('parent process exited');
+  }, 1000);
+  watch.unref();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    controller,
+    dispose: () => {
+      clearInterval(watch);
+      process.removeListener('SIGINT', onSignal);
+      process.removeListener('SIGTERM', onSignal);
+    },
+  };
+}
+
+/** 'loss 1.234 nats = 1.780 bits/token (next token; heads 1.23/2.34)' for validation metrics. */
+function describeVal(r: { loss: number; heads: { loss: number }[] }): string {
+  const next = r.heads[0]?.loss ?? r.loss;
+  const heads = r.heads.length > 1 ? `; heads ${r.heads.map((h) => fmt(h.loss, 2)).join('/')}, training objective ${fmt(r.loss)}` : '';
+  return `next-token loss ${fmt(next)} nats = ${fmt(next / LN2)} bits/token${heads}`;
+}
+
 async function trainCommand(argv: Record<string, unknown>): Promise<void> {
   const cfg = configFromArgs(argv);
+  if (argv.resume && argv.overwrite) throw new Error('--resume and --overwrite contradict each other: --resume continues the run folder’s checkpoint, --overwrite deletes it; pass one');
   const backend = await initBackend(cfg.train.backend);
   const outDir = (argv.out as string | undefined) ?? `runs/${(argv.preset as string | undefined) ?? 'custom'}`;
-  console.log(`backend ${backend.name} (${backend.detail}) | ${countParams(cfg.model).toLocaleString('en-US')} parameters | run folder ${outDir}`);
-  console.log(`config ${JSON.stringify(cfg)}`);
   const bar = progressBar('train', 'loss {loss} | top-1 per head {acc} | {tps} tok/s | val {val}');
   let val = '-';
-  bar.start(cfg.train.steps, 0, { loss: '-', acc: '-', tps: '-', val });
   const initFrom = argv.init as string | undefined;
+  const stop = stopController();
   const result = await trainRun({
     config: cfg,
     outDir,
     resume: argv.resume as boolean,
     overwrite: argv.overwrite as boolean,
+    allowLarge: argv['allow-large'] as boolean,
+    backend: backend.name,
+    signal: stop.controller.signal,
     init: initFrom
       ? (model) => {
           const n = copyParams(readCheckpoint(initFrom), model.params, initFrom);
@@ -80,6 +119,16 @@ async function trainCommand(argv: Record<string, unknown>): Promise<void> {
           console.log(`initialised ${n} parameter tensors from ${initFrom}`);
         }
       : undefined,
+    onStart: ({ config, model, resumedFrom }) => {
+      const params = [...model.params.values()].reduce((a, v) => a + v.size, 0);
+      console.log(
+        `backend ${backend.name} (${backend.detail}) | vocabulary ${config.model.vocabSize} | ${params.toLocaleString('en-US')} parameters | ` +
+          `run folder ${outDir}${resumedFrom !== undefined ? ` | resuming from step ${resumedFrom}` : ''}`,
+      );
+      console.log(`config ${JSON.stringify(config)}`);
+      bar.start(config.train.steps, resumedFrom ?? 0, { loss: '-', acc: '-', tps: '-', val });
+    },
+    onNotice: (message) => console.error(`note: ${message}`),
     onStep: (r) =>
       bar.update(r.step, {
         loss: r.heads.length > 1 ? `${fmt(r.loss)} (${r.heads.map((h) => fmt(h.loss, 2)).join('/')})` : fmt(r.loss),
@@ -88,14 +137,20 @@ async function trainCommand(argv: Record<string, unknown>): Promise<void> {
         val,
       }),
     onEval: (_, r) => {
-      val = fmt(r.loss);
+      val = fmt(r.heads[0]?.loss ?? r.loss);
     },
-  }).finally(() => bar.stop());
-  const bits = result.val.loss / LN2;
-  console.log(
-    `done: ${result.steps} steps | val loss ${fmt(result.val.loss)} nats = ${fmt(bits)} bits/token | ` +
-      `median ${Math.round(result.tokensPerSec)} tokens/s (${backend.name}) | checkpoint ${result.checkpoint}`,
-  );
+  }).finally(() => {
+    bar.stop();
+    stop.dispose();
+  });
+  const speed = `median ${Math.round(result.tokensPerSec)} tokens/s (${backend.name})`;
+  if (result.stopped) {
+    console.log(`stopped (${result.stopped}) after step ${result.steps} | ${speed} | checkpoint ${result.checkpoint}; continue with the same flags and --resume`);
+    result.model.dispose();
+    process.exitCode = result.stopped === 'SIGINT' ? 130 : 143;
+    return;
+  }
+  console.log(`done: ${result.steps} steps | val ${describeVal(result.val!)} | ${speed} | checkpoint ${result.checkpoint}`);
   const sample = argv.sample as number;
   if (sample > 0) {
     await printSample(result.model.trunk, result.tokenizer, (argv.prompt as string | undefined) ?? DEFAULT_PROMPTS[cfg.train.corpus], sample, argv);
@@ -103,10 +158,21 @@ async function trainCommand(argv: Record<string, unknown>): Promise<void> {
   result.model.dispose();
 }
 
+/** A checkpoint file from --ckpt: a run folder stands for the model.ckpt inside it. */
+function checkpointPath(ckpt: string): string {
+  if (fs.existsSync(ckpt) && fs.statSync(ckpt).isDirectory()) {
+    const inside = path.join(ckpt, CHECKPOINT_FILE);
+    if (!fs.existsSync(inside)) throw new Error(`--ckpt=${ckpt} is a folder without a ${CHECKPOINT_FILE}; pass a checkpoint file or a run folder`);
+    return inside;
+  }
+  return ckpt;
+}
+
 async function generateCommand(argv: Record<string, unknown>): Promise<void> {
   const backend = await initBackend(argv.backend as BackendName);
-  const { model, tokenizer, config, step } = loadModel(argv.ckpt as string);
-  console.log(`backend ${backend.name} | checkpoint ${argv.ckpt} (step ${step}, ${countParams(config.model).toLocaleString('en-US')} parameters)`);
+  const ckpt = checkpointPath(argv.ckpt as string);
+  const { model, tokenizer, config, step } = loadModel(ckpt);
+  console.log(`backend ${backend.name} | checkpoint ${ckpt} (step ${step}, ${countParams(config.model).toLocaleString('en-US')} parameters)`);
   try {
     const validation = () => {
       const corpus = loadCorpus(config.train.corpus, { maxBytes: config.train.maxCorpusBytes || undefined });
@@ -122,13 +188,13 @@ async function generateCommand(argv: Record<string, unknown>): Promise<void> {
 
 async function evalCommand(argv: Record<string, unknown>): Promise<void> {
   const backend = await initBackend(argv.backend as BackendName);
-  const { model, tokenizer, config } = loadModel(argv.ckpt as string);
+  const { model, tokenizer, config } = loadModel(checkpointPath(argv.ckpt as string));
   const corpusName = (argv.corpus as string | undefined) ?? config.train.corpus;
   const corpus = loadCorpus(corpusName, { maxBytes: config.train.maxCorpusBytes || undefined });
   const tokens = config.train.tokenizer === 'byte' ? corpus.bytes : tokenizer.encode(corpus.text);
   const { val } = splitTrainVal(tokens);
   const r = await evaluate(model, evalBatches(val, config.train.batchSize, config.model.blockSize, model.k, argv.batches as number));
-  console.log(`backend ${backend.name} | ${corpusName} validation | loss ${fmt(r.loss)} nats = ${fmt(r.loss / LN2)} bits/token`);
+  console.log(`backend ${backend.name} | ${corpusName} validation | ${describeVal(r)}`);
   r.heads.forEach((h, i) => console.log(`  head ${i + 1}: loss ${fmt(h.loss)}, top-1 accuracy ${fmt(h.acc)}`));
   model.dispose();
 }
@@ -149,6 +215,16 @@ function positiveInt(name: string) {
   };
 }
 
+/** Set once a command's handler runs: later failures are the run's (exit 1), earlier ones the flags' (exit 2). */
+let commandStarted = false;
+
+function running(command: (argv: Record<string, unknown>) => Promise<void>) {
+  return (argv: Record<string, unknown>) => {
+    commandStarted = true;
+    return command(argv);
+  };
+}
+
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('mtp')
@@ -162,9 +238,10 @@ async function main(): Promise<void> {
           .option('resume', { type: 'boolean', default: false, describe: 'continue from the run folder’s checkpoint' })
           .option('overwrite', { type: 'boolean', default: false, describe: 'start afresh even if the run folder holds a checkpoint' })
           .option('sample', { type: 'number', default: 0, describe: 'tokens to generate after training (0 = none)' })
+          .option('allow-large', { type: 'boolean', default: false, describe: 'train even when the memory estimate exceeds what the machine (or the wasm heap) has' })
           .option('init', { type: 'string', describe: 'copy same-named, same-shaped weights from this checkpoint first (e.g. a trained trunk under new Medusa heads)' })
           .check(positiveInt('sample')),
-      (argv) => trainCommand(argv),
+      (argv) => running(trainCommand)(argv),
     )
     .command(
       'generate',
@@ -173,7 +250,7 @@ async function main(): Promise<void> {
         decoderOptions(samplingOptions(checkpointOptions(y)))
           .option('tokens', { type: 'number', default: 200, describe: 'tokens to generate' })
           .check(positiveInt('tokens')),
-      (argv) => generateCommand(argv),
+      (argv) => running(generateCommand)(argv),
     )
     .command(
       'eval',
@@ -183,12 +260,16 @@ async function main(): Promise<void> {
           .option('corpus', { type: 'string', describe: 'corpus to evaluate on [default: the training corpus]' })
           .option('batches', { type: 'number', default: 32, describe: 'validation batches' })
           .check(positiveInt('batches')),
-      (argv) => evalCommand(argv),
+      (argv) => running(evalCommand)(argv),
     )
     .demandCommand(1, 'name a command: train, generate or eval')
     .strict()
     .help()
     .fail((msg, err) => {
+      if (commandStarted) {
+        console.error(`error: ${err ? err.message : msg}`); // a failure of the run, not of its flags
+        process.exit(1);
+      }
       console.error(`error: ${err ? err.message : msg}\n(see --help for the flags and their defaults)`);
       process.exit(2);
     })

@@ -1,6 +1,7 @@
 /**
- * k-ahead batching (DESIGN §4.1): head i (1-based) at position t predicts x[t+i]. A window of T+k tokens starting at s
- * gives inputs x[s .. s+T) and, for head i, targets x[s+i .. s+T+i). With k = 1 this is plain next-token training.
+ * k-ahead batching (docs/algorithms.md, k-ahead targets): head i (1-based) at position t predicts x[t+i]. A window
+ * of T+k tokens starting at s gives inputs x[s .. s+T) and, for head i, targets x[s+i .. s+T+i). With k = 1 this is
+ * plain next-token training.
  *
  * Browser-safe: plain typed arrays in, plain typed arrays out; the model code turns them into tensors.
  */

@@ -14,6 +14,8 @@ import { resolveSampling, SamplingConfig } from './sampling';
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate. */
   maxNewTokens: number;
+  /** Called after every step with the tokens generated so far. */
+  onProgress?: (generated: number) => void;
 }
 
 /**
@@ -67,5 +69,5 @@ export interface SamplingOptions extends Partial<SamplingConfig> {
 export async function generate(model: VerifyTarget, prompt: readonly number[], opts: GenerateOptions): Promise<EngineResult> {
   const s = resolveSampling(opts);
   const acceptance = s.temperature === 0 ? greedyAcceptance() : speculativeAcceptance(s);
-  return decode(model, null, prompt, { maxNewTokens: opts.maxNewTokens, acceptance, seed: opts.seed, method: s.temperature === 0 ? 'greedy' : 'sample' });
+  return decode(model, null, prompt, { maxNewTokens: opts.maxNewTokens, acceptance, seed: opts.seed, method: s.temperature === 0 ? 'greedy' : 'sample', onProgress: opts.onProgress });
 }

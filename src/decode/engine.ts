@@ -45,6 +45,8 @@ export interface EngineOptions {
   profile?: boolean;
   /** Name in the statistics (default: drafter and rule). */
   method?: string;
+  /** Called after every step with the tokens generated so far (e.g. a progress bar). */
+  onProgress?: (generated: number) => void;
 }
 
 /** Wall-clock milliseconds spent in each phase, summed over the steps (profile: true). */
@@ -214,10 +216,13 @@ export class DecodeSession {
   }
 
   /** Steps until `maxNewTokens` more tokens are committed; returns them. */
-  async run(maxNewTokens: number): Promise<number[]> {
+  async run(maxNewTokens: number, onProgress?: (generated: number) => void): Promise<number[]> {
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new Error(`decode: maxNewTokens must be an integer ≥ 0, got ${maxNewTokens}`);
     const end = this.seq.length + maxNewTokens;
-    while (this.seq.length < end) await this.step(end - this.seq.length);
+    while (this.seq.length < end) {
+      await this.step(end - this.seq.length);
+      onProgress?.(this.generated);
+    }
     return this.seq.slice(end - maxNewTokens);
   }
 
@@ -253,7 +258,7 @@ export async function decode(target: VerifyTarget, drafter: Drafter | null, prom
   const session = new DecodeSession(target, drafter, prompt, opts);
   const t0 = now();
   try {
-    await session.run(opts.maxNewTokens);
+    await session.run(opts.maxNewTokens, opts.onProgress);
   } finally {
     session.dispose();
   }

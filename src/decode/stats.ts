@@ -1,4 +1,4 @@
-/** Statistics every decoder reports, with the Spec-Bench conventions of DESIGN §4.8. */
+/** Statistics every decoder reports, with the Spec-Bench conventions of docs/algorithms.md, metrics. */
 export interface DecodeStats {
   /** Decoder name, e.g. 'greedy', 'sample', 'blockwise'. */
   method: string;
@@ -37,7 +37,10 @@ export interface SpeculativeStats extends DecodeStats {
   attempts: number[];
   /** …and of those, accepted. */
   accepts: number[];
-  /** αᵢ = accepts / attempts: P(draft i accepted | drafts < i accepted), DESIGN §4.8. NaN where never attempted. */
+  /**
+   * αᵢ = accepts / attempts: P(draft i accepted | drafts < i accepted), docs/algorithms.md, metrics. NaN where never
+   * attempted.
+   */
   alpha: number[];
 }
 

@@ -2,7 +2,7 @@
  * Medusa candidate trees (Cai et al. 2024, §2.1.2 "Tree attention" and §2.3.3 "Searching for the
  * optimized tree construction"). A tree is data: a list of paths, each a tuple of top-k ranks, one
  * rank per depth — `[0]` is head 1's best guess, `[0, 1]` head 2's second guess after it.
- * `treeBuffers` turns the list into everything a tree step needs, as plain arrays (DESIGN §4.4):
+ * `treeBuffers` turns the list into everything a tree step needs, as plain arrays (docs/algorithms.md, tree buffers):
  *
  * 1. paths sorted by (length, lexicographic); node 0 is the root (the base model's next token), node
  *    i ≥ 1 is paths[i − 1], so N = paths + 1;

@@ -1,5 +1,5 @@
 /**
- * Quality of generated text (DESIGN §4.8): agreement with the greedy reference, and the negative
+ * Quality of generated text (docs/algorithms.md, metrics): agreement with the greedy reference, and the negative
  * log-likelihood of the text under a reference next-token model (bits per token; per byte with the
  * byte tokenizer) — how plausible the reference model finds what a lossy decoder wrote.
  */

@@ -1,6 +1,6 @@
 /**
  * Wall-clock comparison of a speculative decoder with greedy AR on the same model, prompts and
- * backend, in the same run (Spec-Bench conventions, DESIGN §4.8): runs are interleaved (AR, method,
+ * backend, in the same run (Spec-Bench conventions, docs/algorithms.md, metrics): runs are interleaved (AR, method,
  * AR, …) so machine noise hits both alike; speedup = median tokens/s of the method ÷ median tokens/s
  * of AR; τ and αᵢ are pooled over all prompts; every output is checked against AR's.
  */

@@ -1,5 +1,5 @@
 /**
- * Speculative-decoding theory (DESIGN §4.8), computed with mathjs so lessons can show the formulas:
+ * Speculative-decoding theory (docs/algorithms.md, metrics), computed with mathjs so lessons can show the formulas:
  * - E[τ] = 1 + Σⱼ Πᵢ≤ⱼ αᵢ from the measured conditional acceptances αᵢ;
  * - with one constant α and γ drafts, E[τ] = (1 − α^{γ+1}) / (1 − α) (Leviathan et al. 2023, eq. 1);
  * - expected walltime improvement (1 − α^{γ+1}) / ((1 − α)(γc + 1)), c = cost of one draft ÷ cost of

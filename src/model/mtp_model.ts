@@ -1,6 +1,6 @@
 /**
- * The interface every variant implements (DESIGN §3), so trainers, decoders and experiments treat
- * them alike, and the joint backward they share. Kept apart from the factory (create.ts) so the
+ * The interface every variant implements (docs/algorithms.md, the model interface), so trainers, decoders and
+ * experiments treat them alike, and the joint backward they share. Kept apart from the factory (create.ts) so the
  * variant files can import it without an import cycle.
  */
 import * as tf from '@tensorflow/tfjs';

@@ -2,7 +2,7 @@
  * Trainable parameters of the reference transformer, created from a seeded stream.
  *
  * The creation order and the init (normal std 0.02, residual projections std/sqrt(2·nLayer), norms
- * at 1/0, biases 0) follow tools/torch_twin.py exactly, so the same seed gives bit-identical
+ * at 1/0, biases 0) follow bench/torch_twin.py exactly, so the same seed gives bit-identical
  * weights in TF.js and PyTorch and losses can be compared as golden values.
  */
 import * as tf from '@tensorflow/tfjs';

@@ -17,7 +17,7 @@
  * Parameters come from one seeded stream, trunk first, so the trunk equals the plain model of the
  * same seed; module m adds `mₘ.hnorm`, `mₘ.enorm`, `mₘ.proj` and a block under the prefix `mₘ.`.
  * The trunk alone is the main model: `generate(model.trunk, …)` discards the modules, DeepSeek-V3's
- * default at inference. For self-speculative decoding (decode/sequential.ts) the modules draft,
+ * default at inference. For self-speculative decoding (model/sequential_drafter.ts) the modules draft,
  * through `trunkStep` and `moduleStep`; each module keeps its own KV cache (`caches.extra[m−1]`).
  */
 import * as tf from '@tensorflow/tfjs';

@@ -1,7 +1,8 @@
 /**
- * Figure builders (DESIGN §6): result data in, Plotly figure spec out. Pure functions returning plain JSON, so they
- * are tested as data, run unchanged in Node, the browser and tslab, and need no plotly import (render a spec with
- * Plotly.newPlot(div, fig.data, fig.layout), or src/plot/write.ts / notebook.ts). Metrics follow DESIGN §4.8.
+ * Figure builders (docs/algorithms.md, figures): result data in, Plotly figure spec out. Pure functions returning plain
+ * JSON, so they are tested as data, run unchanged in Node, the browser and tslab, and need no plotly import (render a
+ * spec with Plotly.newPlot(div, fig.data, fig.layout), or src/plot/write.ts / notebook.ts). Metrics follow
+ * docs/algorithms.md, metrics.
  */
 import { Figure, Json, JsonObject, LEGEND, REFERENCE_COLOR, VARIANT_COLORS, axis, baseLayout, seriesStyles } from './theme';
 
@@ -213,7 +214,7 @@ export function trainingCurves(
   };
 }
 
-/** Paths sorted by (length, lexicographic), the node order of DESIGN §4.4 (node 0 = root). */
+/** Paths sorted by (length, lexicographic), the node order of docs/algorithms.md, tree buffers (node 0 = root). */
 function sortPaths(choices: readonly (readonly number[])[]): number[][] {
   const cmp = (a: number[], b: number[]) => {
     if (a.length !== b.length) return a.length - b.length;
@@ -224,8 +225,8 @@ function sortPaths(choices: readonly (readonly number[])[]): number[][] {
 }
 
 /**
- * A Medusa tree (DESIGN §4.4) as a node-link diagram: x = depth (head d's candidates at depth d), the root (the base
- * model's token) at depth 0, siblings ordered by rank top to bottom, each parent centred on its children. Hover shows a
+ * A Medusa tree (docs/algorithms.md, tree buffers) as a node-link diagram: x = depth (head d's candidates at depth d),
+ * the root (the base model's token) at depth 0, siblings ordered by rank top to bottom, each parent centred on its children. Hover shows a
  * node's path and, given per-head top-i accuracies [head][rank], the product of accuracies along the path — Medusa's
  * estimate that the path is accepted; nodes are then coloured by it, and the title gives the sum over nodes
  * (expected accepted drafts per step, τ ≈ 1 + that). Trees with many leaves get a taller layout.

@@ -1,31 +1,51 @@
 /**
  * A whole training run on disk (Node only): corpus → tokenizer → model → steps, with evaluation,
- * a JSONL metrics log and atomic checkpoints in one run folder. Used by the CLI, the experiment
+ * a JSONL metrics log and durable checkpoints in one run folder. Used by the CLI, the experiment
  * scripts and the benchmarks; reports progress through callbacks and never prints.
  *
  * Run folder: config.json (the resolved config), metrics.jsonl (one JSON object per step and per
- * evaluation), model.ckpt (weights + optimiser state, written at every evaluation).
+ * evaluation), model.ckpt (weights + optimiser state, written at every evaluation and when the run
+ * is stopped), model.prev.ckpt (the one before), run.lock (held while training: one writer per folder).
+ *
+ * Nothing saved is lost: a failed write (disk full, read-only, permission) stops the run with the
+ * previous checkpoint intact; `resume` refuses a checkpoint whose data or model settings differ from
+ * the config, naming each field; a stop request (`signal`) ends the run after the current step with
+ * a checkpoint, from which `resume` continues bit for bit.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Config } from '../config';
+import type { Config, ModelConfig, TrainConfig } from '../config';
 import { validate } from '../config';
 import { loadCorpus, splitTrainVal } from '../data/corpus';
 import { makeTokenizer, Tokenizer, tokenizerFromSpec } from '../data/tokenizer';
 import { createModel, MtpModel } from '../model/create';
-import { loadParams, readCheckpoint, saveCheckpoint, trainerStateOf } from './checkpoint';
+import { removeStaleTemps, writeFileDurable } from '../util/files';
+import { Checkpoint, loadParams, previousCheckpointPath, readCheckpoint, saveCheckpoint, trainerStateOf } from './checkpoint';
+import { checkFits } from './memory';
+import { MetricsLog } from './metrics_log';
+import { RunLock } from './run_lock';
 import { EvalResult, StepResult, Trainer } from './trainer';
 
 export interface RunOptions {
   config: Config;
   /** Run folder; created if missing. */
   outDir: string;
-  /** Continue from outDir/model.ckpt (same config required). */
+  /** Continue from outDir/model.ckpt (same data and model settings required). */
   resume?: boolean;
-  /** Start afresh even if outDir already holds a checkpoint (it is replaced at the first evaluation). */
+  /** Start afresh even if outDir already holds a checkpoint (the old checkpoints are deleted at the start). */
   overwrite?: boolean;
+  /** Skip the estimate of training memory against what the machine (or the wasm heap) has. */
+  allowLarge?: boolean;
+  /** Backend the run trains on (for the memory check's wasm heap limit); default: the active one is not consulted. */
+  backend?: string;
+  /** When aborted, the run stops after the current step, writes a checkpoint and resolves with `stopped` set. */
+  signal?: AbortSignal;
   /** Sets weights of a fresh model before training (e.g. copies a trained trunk under new heads); not called on resume. */
   init?: (model: MtpModel) => void;
+  /** Called once the model is built (resolved config: e.g. the char tokenizer's vocabulary size). */
+  onStart?: (info: { config: Config; model: MtpModel; resumedFrom?: number }) => void;
+  /** Things the user should know that do not stop the run (settings changed on resume, repaired log lines). */
+  onNotice?: (message: string) => void;
   onStep?: (r: StepResult) => void;
   onEval?: (step: number, r: EvalResult) => void;
 }
@@ -34,15 +54,22 @@ export interface RunResult {
   model: MtpModel;
   tokenizer: Tokenizer;
   config: Config;
-  /** Validation metrics at the last evaluation. */
-  val: EvalResult;
+  /** Validation metrics at the last evaluation (absent when stopped before the first one). */
+  val?: EvalResult;
   /** Median training throughput over the steps of this run (tokens/s). */
   tokensPerSec: number;
   steps: number;
   checkpoint: string;
+  /** Set when the run was stopped early through `signal` (the reason given to abort()). */
+  stopped?: string;
 }
 
 export const CHECKPOINT_FILE = 'model.ckpt';
+const METRICS_FILE = 'metrics.jsonl';
+const CONFIG_FILE = 'config.json';
+
+/** Train settings that change the data a run sees or how it is measured: a resume must keep them. */
+const DATA_FIELDS: (keyof TrainConfig)[] = ['corpus', 'tokenizer', 'maxCorpusBytes', 'batchSize', 'evalBatches'];
 
 /** Tokenizer and token stream for a config's corpus (char vocab size is resolved into the config). */
 export function prepareData(config: Config): { tokenizer: Tokenizer; tokens: Int32Array | Uint8Array; config: Config } {
@@ -59,81 +86,158 @@ function median(xs: number[]): number {
   return s.length ? s[Math.floor(s.length / 2)] : 0;
 }
 
-/** Lets timers and I/O run between steps (tfjs reads resolve as microtasks and would starve them). */
+/** Lets timers, signals and I/O run between steps (tfjs reads resolve as microtasks and would starve them). */
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** Writes a file atomically (temp + rename). */
+/** Writes a text file durably (temp + fsync + rename); errors name the path and the cause. */
 export function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
+  writeFileDurable(file, text);
 }
 
-/** Trains per the config, evaluating and checkpointing every evalEvery steps and at the end. */
-export async function trainRun(opts: RunOptions): Promise<RunResult> {
-  const { tokenizer, tokens, config } = prepareData(opts.config);
-  const ckptPath = path.join(opts.outDir, CHECKPOINT_FILE);
-  const metricsPath = path.join(opts.outDir, 'metrics.jsonl');
-  const exists = fs.existsSync(ckptPath);
-  if (opts.resume && !exists) throw new Error(`--resume: no checkpoint at ${ckptPath}`);
-  if (!opts.resume && exists && !opts.overwrite) {
-    throw new Error(`${opts.outDir} already holds a checkpoint; pass --resume to continue it, --overwrite to start afresh, or --out to use another folder`);
+/**
+ * Why `checkpoint` cannot be resumed with `config` and `tokenizer`: one line per differing model field, data field
+ * or tokenizer (empty = it can). Other train fields (steps, lr, …) may change; `changedTrainFields` lists them.
+ */
+export function resumeMismatches(checkpoint: Checkpoint, config: Config, tokenizer: Tokenizer): string[] {
+  const saved = checkpoint.header.config;
+  const out: string[] = [];
+  const keys = new Set([...Object.keys(saved.model), ...Object.keys(config.model)]) as Set<keyof ModelConfig>;
+  for (const key of keys) {
+    const a = JSON.stringify(saved.model[key]);
+    const b = JSON.stringify(config.model[key]);
+    if (a !== b) out.push(`model.${key}: checkpoint has ${a}, requested ${b}`);
   }
-  const checkpoint = opts.resume ? readCheckpoint(ckptPath) : undefined;
-  const { train, val } = splitTrainVal(tokens);
-  const model = createModel(config.model);
-  const trainer = new Trainer(model, config.train, { train, val });
+  for (const key of DATA_FIELDS) {
+    const a = JSON.stringify(saved.train[key]);
+    const b = JSON.stringify(config.train[key]);
+    if (a !== b) out.push(`train.${key}: checkpoint has ${a}, requested ${b}`);
+  }
+  if (JSON.stringify(checkpoint.header.tokenizer) !== JSON.stringify(tokenizer.toJSON())) {
+    out.push('tokenizer: the checkpoint’s vocabulary differs from the one built from the corpus now');
+  }
+  return out;
+}
+
+/** Train fields other than the data fields that differ between the checkpoint and the config, as 'field: a → b'. */
+export function changedTrainFields(checkpoint: Checkpoint, config: Config): string[] {
+  const saved = checkpoint.header.config.train;
+  return (Object.keys(config.train) as (keyof TrainConfig)[])
+    .filter((key) => !DATA_FIELDS.includes(key) && JSON.stringify(saved[key]) !== JSON.stringify(config.train[key]))
+    .map((key) => `train.${key}: ${JSON.stringify(saved[key])} → ${JSON.stringify(config.train[key])}`);
+}
+
+/** Reads the checkpoint to resume, with the previous one named when the newest is missing. */
+function checkpointToResume(ckptPath: string): Checkpoint {
+  if (!fs.existsSync(ckptPath)) {
+    const prev = previousCheckpointPath(ckptPath);
+    const hint = fs.existsSync(prev) ? `; the previous checkpoint ${prev} exists: move it to ${ckptPath} to resume from it` : '';
+    throw new Error(`--resume: no checkpoint at ${ckptPath}${hint}`);
+  }
+  return readCheckpoint(ckptPath);
+}
+
+/** Trains per the config, evaluating and checkpointing every evalEvery steps, at the end, and when stopped. */
+export async function trainRun(opts: RunOptions): Promise<RunResult> {
+  if (opts.resume && opts.overwrite) throw new Error('--resume and --overwrite contradict each other: --resume continues the run folder’s checkpoint, --overwrite deletes it; pass one');
+  const { tokenizer, tokens, config } = prepareData(opts.config);
+  checkFits(config, opts.backend ?? '', opts.allowLarge);
+  const ckptPath = path.join(opts.outDir, CHECKPOINT_FILE);
+  const prevPath = previousCheckpointPath(ckptPath);
+  const metrics = new MetricsLog(path.join(opts.outDir, METRICS_FILE));
+  const lock = RunLock.acquire(opts.outDir);
+  let model: MtpModel | undefined;
+  let trainer: Trainer | undefined;
   try {
+    const removed = removeStaleTemps(opts.outDir, [CHECKPOINT_FILE, path.basename(prevPath), METRICS_FILE, CONFIG_FILE]);
+    if (removed.length) opts.onNotice?.(`removed ${removed.length} temporary file(s) left by an interrupted run: ${removed.map((f) => path.basename(f)).join(', ')}`);
+    const exists = fs.existsSync(ckptPath);
+    if (!opts.resume && exists && !opts.overwrite) {
+      throw new Error(`${opts.outDir} already holds a checkpoint; pass --resume to continue it, --overwrite to start afresh, or --out to use another folder`);
+    }
+    const checkpoint = opts.resume ? checkpointToResume(ckptPath) : undefined;
+    if (checkpoint) {
+      const problems = resumeMismatches(checkpoint, config, tokenizer);
+      if (problems.length) {
+        throw new Error(
+          `--resume: ${ckptPath} was trained with other settings:\n  - ${problems.join('\n  - ')}\n` +
+            `pass the flags of the original run (its resolved config is in ${path.join(opts.outDir, CONFIG_FILE)}), or --overwrite to start afresh`,
+        );
+      }
+      const changed = changedTrainFields(checkpoint, config);
+      if (changed.length) opts.onNotice?.(`resuming with changed training settings: ${changed.join(', ')}`);
+    }
+    const { train, val } = splitTrainVal(tokens);
+    model = createModel(config.model);
+    trainer = new Trainer(model, config.train, { train, val });
     if (checkpoint) {
       loadParams(checkpoint, config.model, model.params, ckptPath);
       trainer.restore(trainerStateOf(checkpoint, ckptPath));
     } else {
+      if (opts.overwrite) for (const f of [ckptPath, prevPath]) fs.rmSync(f, { force: true });
       opts.init?.(model);
     }
-    fs.mkdirSync(opts.outDir, { recursive: true });
-    writeFileAtomic(path.join(opts.outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-    if (checkpoint && fs.existsSync(metricsPath)) {
-      // Drop log lines of steps after the checkpoint: they are about to be rerun.
-      const kept = fs.readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= trainer.step);
-      writeFileAtomic(metricsPath, kept.map((l) => l + '\n').join(''));
-    } else if (!checkpoint) {
-      writeFileAtomic(metricsPath, '');
+    opts.onStart?.({ config, model, resumedFrom: checkpoint?.header.step });
+    writeFileDurable(path.join(opts.outDir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
+    if (checkpoint) {
+      const { dropped, repairedTornLine } = metrics.truncateAfter(trainer.step);
+      if (repairedTornLine) opts.onNotice?.(`${metrics.file}: dropped a torn last line (written when a run was killed)`);
+      if (dropped) opts.onNotice?.(`${metrics.file}: dropped ${dropped} line(s) of steps after the checkpoint's step ${trainer.step}; they are rerun`);
+    } else {
+      metrics.reset();
     }
-    const log = (obj: object) => fs.appendFileSync(metricsPath, JSON.stringify(obj) + '\n');
     const throughput: number[] = [];
     let valResult: EvalResult | undefined;
+    let savedStep = -1;
+    const save = async (valLoss?: number) => {
+      if (savedStep === trainer!.step && valLoss === undefined) return;
+      savedStep = trainer!.step;
+      const meta = { config, tokenizer: tokenizer.toJSON(), step: trainer!.step, valLoss };
+      try {
+        await saveCheckpoint(ckptPath, meta, model!.params, await trainer!.state());
+      } catch (e) {
+        const kept = fs.existsSync(ckptPath) ? `the checkpoint of step ${readCheckpoint(ckptPath).header.step} at ${ckptPath} is intact` : 'no earlier checkpoint exists';
+        throw new Error(`${(e as Error).message}; training stopped at step ${trainer!.step}, ${kept}`, { cause: e });
+      }
+    };
     const evaluateAndSave = async () => {
-      valResult = await trainer.evaluate();
-      log({ type: 'eval', step: trainer.step, valLoss: valResult.loss, heads: valResult.heads });
-      opts.onEval?.(trainer.step, valResult);
-      const meta = { config, tokenizer: tokenizer.toJSON(), step: trainer.step, valLoss: valResult.loss };
-      await saveCheckpoint(ckptPath, meta, model.params, await trainer.state());
+      valResult = await trainer!.evaluate();
+      metrics.append({ type: 'eval', step: trainer!.step, valLoss: valResult.loss, heads: valResult.heads });
+      opts.onEval?.(trainer!.step, valResult);
+      await save(valResult.loss);
     };
     const { steps, evalEvery } = config.train;
+    let stopped: string | undefined;
     while (trainer.step < steps) {
+      if (opts.signal?.aborted) {
+        stopped = String(opts.signal.reason ?? 'stopped');
+        await save();
+        break;
+      }
       let r: StepResult;
       try {
         r = await trainer.trainStep();
       } catch (e) {
-        log({ type: 'error', step: trainer.step + 1, message: (e as Error).message });
+        metrics.append({ type: 'error', step: trainer.step + 1, message: (e as Error).message });
         throw e;
       }
       const tokPerSec = (r.tokens * 1000) / r.ms;
       throughput.push(tokPerSec);
-      log({ type: 'train', step: r.step, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, tokPerSec, heads: r.heads });
+      metrics.append({ type: 'train', step: r.step, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, tokPerSec, heads: r.heads });
       opts.onStep?.(r);
       await yieldToEventLoop();
       if (r.step % evalEvery === 0 || r.step === steps) await evaluateAndSave();
     }
-    if (!valResult) await evaluateAndSave();
+    if (!valResult && !stopped) await evaluateAndSave();
     trainer.dispose();
-    return { model, tokenizer, config, val: valResult!, tokensPerSec: median(throughput), steps: trainer.step, checkpoint: ckptPath };
+    return { model, tokenizer, config, val: valResult, tokensPerSec: median(throughput), steps: trainer.step, checkpoint: ckptPath, stopped };
   } catch (e) {
-    trainer.dispose();
-    model.dispose();
+    trainer?.dispose();
+    model?.dispose();
     throw e;
+  } finally {
+    lock.release();
   }
 }
 

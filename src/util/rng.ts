@@ -2,7 +2,7 @@
  * Seeded randomness shared by weight init, batching and sampling.
  *
  * mulberry32 with the seed kept as a JS double (the same stream as the PyTorch twin in
- * tools/torch_twin.py), so weights and batches can be reproduced bit-for-bit outside TF.js.
+ * bench/torch_twin.py), so weights and batches can be reproduced bit-for-bit outside TF.js.
  */
 
 /** A uniform [0, 1) generator with its own state. */
