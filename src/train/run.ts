@@ -189,7 +189,7 @@ export async function trainRun(opts: RunOptions): Promise<RunResult> {
     }
     const throughput: number[] = [];
     let valResult: EvalResult | undefined;
-    let savedStep = -1;
+    let savedStep = checkpoint ? checkpoint.header.step : -1;
     const save = async (valLoss?: number) => {
       if (savedStep === trainer!.step && valLoss === undefined) return;
       savedStep = trainer!.step;
@@ -229,7 +229,10 @@ export async function trainRun(opts: RunOptions): Promise<RunResult> {
       await yieldToEventLoop();
       if (r.step % evalEvery === 0 || r.step === steps) await evaluateAndSave();
     }
-    if (!valResult && !stopped) await evaluateAndSave();
+    if (!valResult && !stopped) {
+      if (savedStep === trainer.step) valResult = await trainer.evaluate(); // resumed at the end: already logged and saved
+      else await evaluateAndSave();
+    }
     trainer.dispose();
     return { model, tokenizer, config, val: valResult, tokensPerSec: median(throughput), steps: trainer.step, checkpoint: ckptPath, stopped };
   } catch (e) {
