@@ -18,6 +18,7 @@ import { denseTree, sparseTree, TreeChoices } from '../decode/tree';
 import { optimisedTree } from '../eval/draft_accuracy';
 import type { MtpModel } from '../model/mtp_model';
 import type { Tokenizer } from '../data/tokenizer';
+import { fromFlag } from './options';
 import { progressBar } from './progress';
 
 export const DECODER_NAMES = ['ar', 'blockwise', 'sequential', 'medusa', 'lookup'] as const;
@@ -89,7 +90,7 @@ function describe(r: EngineResult): string {
  * the checkpoint's validation text, for --tree=optimised.
  */
 export async function runGenerate(model: MtpModel, tokenizer: Tokenizer, prompt: string, argv: Record<string, unknown>, validation: () => number[][]): Promise<void> {
-  const ids = Array.from(tokenizer.encode(prompt));
+  const ids = Array.from(fromFlag('prompt', () => tokenizer.encode(prompt)));
   const sampling = { temperature: argv.temperature as number, topK: argv.topK as number, topP: argv.topP as number };
   const acceptance = acceptanceRule(argv.acceptance as AcceptanceName, sampling);
   let optimised: TreeChoices | undefined;

@@ -26,7 +26,7 @@ import { MedusaModel } from '../model/medusa';
 import { copyParams, readCheckpoint } from '../train/checkpoint';
 import { CHECKPOINT_FILE, loadModel, trainRun } from '../train/run';
 import { decoderOptions, runGenerate } from './generate';
-import { configFromArgs, withConfigOptions } from './options';
+import { configFromArgs, fromFlag, withConfigOptions } from './options';
 import { progressBar } from './progress';
 
 const LN2 = Math.log(2);
@@ -46,7 +46,7 @@ function samplingOptions(y: Argv): Argv {
 }
 
 async function printSample(model: Transformer, tokenizer: Tokenizer, prompt: string, tokens: number, argv: Record<string, unknown>): Promise<void> {
-  const ids = Array.from(tokenizer.encode(prompt));
+  const ids = Array.from(fromFlag('prompt', () => tokenizer.encode(prompt)));
   const out = await generate(model, ids, {
     maxNewTokens: tokens,
     temperature: argv.temperature as number,
@@ -114,7 +114,7 @@ async function trainCommand(argv: Record<string, unknown>): Promise<void> {
     signal: stop.controller.signal,
     init: initFrom
       ? (model) => {
-          const n = copyParams(readCheckpoint(initFrom), model.params, initFrom);
+          const n = fromFlag('init', () => copyParams(readCheckpoint(initFrom), model.params, initFrom));
           if (model instanceof MedusaModel) model.initHeads(); // W2 = a copy of the loaded LM head
           console.log(`initialised ${n} parameter tensors from ${initFrom}`);
         }
@@ -190,7 +190,7 @@ async function evalCommand(argv: Record<string, unknown>): Promise<void> {
   const backend = await initBackend(argv.backend as BackendName);
   const { model, tokenizer, config } = loadModel(checkpointPath(argv.ckpt as string));
   const corpusName = (argv.corpus as string | undefined) ?? config.train.corpus;
-  const corpus = loadCorpus(corpusName, { maxBytes: config.train.maxCorpusBytes || undefined });
+  const corpus = fromFlag('corpus', () => loadCorpus(corpusName, { maxBytes: config.train.maxCorpusBytes || undefined }));
   const tokens = config.train.tokenizer === 'byte' ? corpus.bytes : tokenizer.encode(corpus.text);
   const { val } = splitTrainVal(tokens);
   const r = await evaluate(model, evalBatches(val, config.train.batchSize, config.model.blockSize, model.k, argv.batches as number));

@@ -114,3 +114,12 @@ export function configFromArgs(argv: Record<string, unknown>): Config {
   if (mtp) model.mtp = mtp;
   return resolveConfig(preset, { model: model as Partial<ModelConfig>, train: train as Partial<TrainConfig> });
 }
+
+/** Runs `read` and prefixes any error with the flag it came from (`--prompt: …`). */
+export function fromFlag<T>(flag: string, read: () => T): T {
+  try {
+    return read();
+  } catch (e) {
+    throw new Error(`--${flag}: ${(e as Error).message}`, { cause: e });
+  }
+}
