@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Jupyter with the repo's TypeScript kernel (notebooks/kernels/tslab), no global `tslab install` needed.
 #
-#   scripts/notebook.sh [jupyter-notebook args...]   open the classic Notebook at the package root (npm run notebook)
+#   scripts/notebook.sh [jupyter-notebook args...]   trust notebooks/*.ipynb, open the classic Notebook at the package
+#                                                     root (npm run notebook)
 #   scripts/notebook.sh --execute                     run every notebooks/*.ipynb in place, saving outputs (npm run test:notebooks)
 #
 # Jupyter comes from Debian (/usr/bin/jupyter); MTP_JUPYTER overrides the binary.
@@ -32,6 +33,18 @@ if [[ "${1:-}" == "--execute" ]]; then
 fi
 
 need notebook
+# The classic Notebook runs the scripts of saved outputs only in a trusted notebook, and nbconvert leaves the lessons
+# unsigned: sign them in this user's Jupyter signature database, so their saved figures draw interactively (Plotly
+# loaded from this server, src/plot/notebook.ts) instead of showing only the static PNGs. They are this repository's
+# own files, as is this script; MTP_TRUST_NOTEBOOKS=0 skips it. `jupyter trust` is not in Debian's jupyter-notebook,
+# nbformat's module is.
+if [[ "${MTP_TRUST_NOTEBOOKS:-1}" != 0 ]]; then
+  if "$jupyter" trust --version >/dev/null 2>&1; then
+    "$jupyter" trust notebooks/*.ipynb >/dev/null || echo "warning: could not trust notebooks/*.ipynb" >&2
+  else
+    /usr/bin/python3 -m nbformat.sign notebooks/*.ipynb >/dev/null || echo "warning: could not trust notebooks/*.ipynb" >&2
+  fi
+fi
 extra=()
 [[ "$(id -u)" == 0 ]] && extra+=(--allow-root)
 exec "$jupyter" notebook --notebook-dir="$root" "${extra[@]}" "$@"

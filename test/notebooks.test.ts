@@ -8,16 +8,25 @@
  *    notebook is run again with --allow-errors to show that traceback.
  *    Needs Jupyter from Debian: without it these tests fail with the apt-get line, unless
  *    MTP_SKIP_NOTEBOOKS=1. MTP_JUPYTER overrides the jupyter binary (default /usr/bin/jupyter).
- * 2. Static rules for code cells (STYLE.md: notebooks import from src/ and call the same functions as the scripts):
+ * 2. Static rules for code cells (notebooks stay thin: they import from src/ and call the same functions as the
+ *    scripts):
  *    - imports (import/require/import()) come only from "./src/..." or from packages in package.json "dependencies";
  *    - no model code: no `class`, no `tf.variable(`, and no function (declaration, expression or arrow with a block
  *      body) longer than MAX_FUNCTION_LINES lines. Longer helpers belong in src/ with a test.
+ *    And each committed notebook file is at most MAX_NOTEBOOK_BYTES: figures load plotly.js from the notebook server
+ *    instead of inlining its 4.8 MB (src/plot/notebook.ts).
+ * 3. Figures stay interactive: a committed notebook with figures, opened in the server that scripts/notebook.sh starts
+ *    (`npm run notebook`: it trusts the lessons; here under a non-root base URL and with temporary Jupyter
+ *    data/runtime/config folders), draws every saved figure in headless Chromium with plotly.js fetched once from
+ *    the server's /files/ route. Needs Jupyter and Chromium, skipped with the execution tests. About 6 s.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { chromium } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../src/plot/write';
 
 const ROOT = path.resolve(__dirname, '..');
 const NOTEBOOK_DIR = path.join(ROOT, 'notebooks');
@@ -32,6 +41,7 @@ const SKIP = process.env.MTP_SKIP_NOTEBOOKS === '1';
 const CELL_TIMEOUT_S = 600; // nbconvert's limit for one cell
 const RUN_TIMEOUT_MS = 15 * 60_000; // one whole notebook, kernel start included (tslab starts in ~3 s, cells vary)
 const MAX_FUNCTION_LINES = 15;
+const MAX_NOTEBOOK_BYTES = 1_000_000;
 
 interface Output {
   output_type: string;
@@ -137,6 +147,56 @@ if (SKIP) console.log('notebooks: execution tests skipped (MTP_SKIP_NOTEBOOKS=1)
   }
 });
 
+(SKIP ? describe.skip : describe)('saved figures draw in the notebook server', () => {
+  it('every figure of a committed notebook plots, with plotly.js loaded once from the server', async () => {
+    const name = NOTEBOOKS.find((n) => fs.readFileSync(path.join(NOTEBOOK_DIR, n), 'utf8').includes('id=\\"mtp-figure-'));
+    if (!name) throw new Error('no committed notebook has a showFigure output');
+    const dirs = fs.mkdtempSync(path.join(os.tmpdir(), 'mtp-jupyter-'));
+    const token = Math.random().toString(36).slice(2);
+    const env = { ...process.env, MTP_TRUST_NOTEBOOKS: '1', JUPYTER_DATA_DIR: path.join(dirs, 'data'),
+      JUPYTER_RUNTIME_DIR: path.join(dirs, 'runtime'), JUPYTER_CONFIG_DIR: path.join(dirs, 'config') };
+    const server = spawn('bash', [path.join(ROOT, 'scripts/notebook.sh'), '--no-browser', '--ip=127.0.0.1',
+      `--port=${20000 + Math.floor(Math.random() * 20000)}`, `--NotebookApp.token=${token}`,
+      '--NotebookApp.base_url=/mtp-lab/'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    server.stdout.on('data', (d) => (log += d));
+    server.stderr.on('data', (d) => (log += d));
+    const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS, headless: true });
+    try {
+      let base: string | undefined;
+      for (let i = 0; i < 300 && !base && server.exitCode === null; i++) {
+        base = /(http:\/\/127\.0\.0\.1:\d+\/mtp-lab\/)/.exec(log)?.[1];
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      if (!base) throw new Error(`the notebook server did not start:\n${log.slice(-2000)}`);
+      const page = await browser.newPage();
+      const fetched: string[] = [];
+      page.on('response', (r) => void (r.url().includes('plotly.min.js') && fetched.push(`${r.status()} ${r.url()}`)));
+      await page.goto(`${base}notebooks/notebooks/${name}?token=${token}`);
+      const figures = '.output_html div[id^="mtp-figure-"]';
+      await page
+        .waitForFunction((sel) => {
+          const divs = Array.from(document.querySelectorAll(sel));
+          return divs.length > 0 && divs.every((d) => d.querySelector('.main-svg') || /could not/.test(d.textContent ?? ''));
+        }, figures, { timeout: 30_000 })
+        .catch(() => undefined); // the expectations below say what is missing
+      const shown = await page.$$eval(figures, (divs) =>
+        divs.map((d) => (d.querySelector('.main-svg') ? 'plotted' : `not plotted: ${d.textContent}`)),
+      );
+      expect(shown.length, `figure outputs in ${name}`).toBeGreaterThan(0);
+      expect(shown, `${name} in the notebook server`).toEqual(shown.map(() => 'plotted'));
+      expect(fetched).toEqual([`200 ${base}files/node_modules/plotly.js-dist-min/plotly.min.js?v=${
+        JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules/plotly.js-dist-min/package.json'), 'utf8')).version}`]);
+    } finally {
+      await browser.close();
+      const exited = new Promise((r) => server.once('exit', r));
+      if (server.exitCode === null) server.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      fs.rmSync(dirs, { recursive: true, force: true });
+    }
+  }, 90_000);
+});
+
 /** Code with comments and string/template contents blanked, so the rules below see only code. */
 function stripCommentsAndStrings(code: string): string {
   return code.replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*|(["'`])(?:\\[\s\S]|(?!\1)[^\\])*\1/g, (m, quote?: string) =>
@@ -191,6 +251,12 @@ describe('notebooks stay thin (static rules)', () => {
   });
 
   for (const name of NOTEBOOKS) {
+    it(`${name}: at most ${MAX_NOTEBOOK_BYTES / 1e6} MB`, () => {
+      const bytes = fs.statSync(path.join(NOTEBOOK_DIR, name)).size;
+      const why = `${name} is ${(bytes / 1e6).toFixed(2)} MB; an inlined plotly.js (showFigure { plotly: 'inline' })?`;
+      expect(bytes, why).toBeLessThanOrEqual(MAX_NOTEBOOK_BYTES);
+    });
+
     it(`${name}: repo kernel, allowed imports, no model code`, () => {
       const nb = readNotebook(path.join(NOTEBOOK_DIR, name));
       expect(nb.metadata.kernelspec).toEqual({

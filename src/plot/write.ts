@@ -1,11 +1,11 @@
 /**
- * Figure writers (Node only, DESIGN §6): a figure spec becomes `<name>.html` (self-contained: plotly.js-dist-min
- * inlined once, works offline from file://), `<name>.png` (rendered by Plotly.toImage in headless Chromium) and,
+ * Figure writers (Node only, docs/algorithms.md, figures): a figure spec becomes `<name>.html` (self-contained:
+ * plotly.js-dist-min inlined once, works offline from file://), `<name>.png` (rendered by Plotly.toImage in headless Chromium) and,
  * when given, `<name>.json` with the data the figure came from, side by side in one folder. Every file is written
  * atomically (temporary file + rename), so a crashed run never leaves half a figure.
  *
- * Chromium is Debian's (`apt-get install -y chromium`) driven by playwright-core (RECIPES.md "Browser"); one browser
- * serves every figure of a FigureWriter. playwright-core is loaded only when a PNG is asked for.
+ * Chromium is Debian's (`apt-get install -y chromium`) driven by playwright-core (docs/backends.md, Chromium); one
+ * browser serves every figure of a FigureWriter. playwright-core is loaded only when a PNG is asked for.
  */
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -29,6 +29,11 @@ export const CHROMIUM_ARGS = [
 const requireHere = createRequire(__filename);
 let plotlyJs: string | undefined;
 
+/** The installed plotly.js-dist-min version (e.g. '4.1.2'). */
+export function plotlyVersion(): string {
+  return (requireHere('plotly.js-dist-min/package.json') as { version: string }).version;
+}
+
 /** The plotly.js-dist-min bundle (about 4.8 MB), read once per process. */
 export function plotlySource(): string {
   plotlyJs ??= fs
@@ -42,7 +47,8 @@ export function scriptJson(value: unknown): string {
   return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
 }
 
-const figureHeight = (fig: Figure): number =>
+/** The figure's height in CSS pixels: its layout's, else the default. */
+export const figureHeight = (fig: Figure): number =>
   typeof fig.layout.height === 'number' ? fig.layout.height : FIGURE_SIZE.height;
 
 /**

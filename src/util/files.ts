@@ -102,7 +102,7 @@ export function writeFileDurable(file: string, parts: Uint8Array[] | string, bef
     } finally {
       fs.closeSync(fd);
     }
-    const expected = chunks.reduce((a, c) => a + c.length, 0);
+    const expected = (chunks as readonly Uint8Array[]).reduce((a: number, c) => a + c.length, 0);
     const size = fs.statSync(tmp).size;
     if (size !== expected) throw Object.assign(new Error(`wrote ${size} of ${expected} bytes`), { code: 'EIO' });
     beforeRename?.();
