@@ -52,6 +52,7 @@ export interface TrainConfig {
   seed: number;
   backend: BackendName;
   backward: BackwardMode;
+  workers: number;
 }
 
 export interface Config {
@@ -108,6 +109,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   seed: 1337,
   backend: 'auto',
   backward: 'joint',
+  workers: 0,
 };
 
 export const TRAIN_DOCS: Docs<TrainConfig> = {
@@ -129,6 +131,7 @@ export const TRAIN_DOCS: Docs<TrainConfig> = {
   seed: 'seed of batch sampling; same seed → same batches',
   backend: `tfjs backend: ${BACKEND_NAMES.join(' | ')}`,
   backward: 'joint (one backward through all heads) or memory-efficient (head by head, Gloeckle Fig. 2; recomputes the trunk forward)',
+  workers: 'data-parallel training threads, each with its own engine and a shard of every batch (wasm or cpu backend); 0 = one per core but one, at most batchSize',
 };
 
 export const PRESET_NAMES = ['nano', 'tiny', 'small', 'medium'] as const;
@@ -237,6 +240,10 @@ export function validate(cfg: Config): void {
   checkOneOf(errors, 'train.tokenizer', t.tokenizer, TOKENIZER_NAMES);
   checkOneOf(errors, 'train.backend', t.backend, BACKEND_NAMES);
   checkOneOf(errors, 'train.backward', t.backward, BACKWARD_MODES);
+  checkInt(errors, 'train.workers', t.workers, 0);
+  if (Number.isInteger(t.workers) && Number.isInteger(t.batchSize) && t.workers > t.batchSize) {
+    errors.push(`train.workers = ${t.workers} exceeds train.batchSize = ${t.batchSize}: each worker needs at least one sequence of the batch`);
+  }
   checkInt(errors, 'train.maxCorpusBytes', t.maxCorpusBytes, 0);
   checkInt(errors, 'train.batchSize', t.batchSize, 1);
   checkInt(errors, 'train.steps', t.steps, 0);

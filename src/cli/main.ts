@@ -119,10 +119,10 @@ async function trainCommand(argv: Record<string, unknown>): Promise<void> {
           console.log(`initialised ${n} parameter tensors from ${initFrom}`);
         }
       : undefined,
-    onStart: ({ config, model, resumedFrom }) => {
+    onStart: ({ config, model, resumedFrom, workers }) => {
       const params = [...model.params.values()].reduce((a, v) => a + v.size, 0);
       console.log(
-        `backend ${backend.name} (${backend.detail}) | vocabulary ${config.model.vocabSize} | ${params.toLocaleString('en-US')} parameters | ` +
+        `backend ${backend.name} (${backend.detail})${workers > 1 ? ` × ${workers} data-parallel workers` : ''} | vocabulary ${config.model.vocabSize} | ${params.toLocaleString('en-US')} parameters | ` +
           `run folder ${outDir}${resumedFrom !== undefined ? ` | resuming from step ${resumedFrom}` : ''}`,
       );
       console.log(`config ${JSON.stringify(config)}`);

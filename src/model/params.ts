@@ -36,7 +36,7 @@ export class ParamFactory {
     if (this.params.has(name)) throw new Error(`parameter '${name}' defined twice`);
     const n = shape.reduce((a, b) => a * b, 1);
     const data = fill !== undefined ? new Float32Array(n).fill(fill) : this.rng.normal(n, std);
-    const v = tf.variable(tf.tensor(data, shape, 'float32'), this.trainable, `${this.scope}/${name}`);
+    const v = tf.tidy(() => tf.variable(tf.tensor(data, shape, 'float32'), this.trainable, `${this.scope}/${name}`)); // tidy frees the initial tensor
     this.params.set(name, v);
     return v;
   }

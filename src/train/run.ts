@@ -14,6 +14,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
 import type { Config, ModelConfig, TrainConfig } from '../config';
 import { validate } from '../config';
 import { loadCorpus, splitTrainVal } from '../data/corpus';
@@ -21,6 +22,7 @@ import { makeTokenizer, Tokenizer, tokenizerFromSpec } from '../data/tokenizer';
 import { createModel, MtpModel } from '../model/create';
 import { removeStaleTemps, writeFileDurable } from '../util/files';
 import { Checkpoint, loadParams, previousCheckpointPath, readCheckpoint, saveCheckpoint, trainerStateOf } from './checkpoint';
+import { resolveWorkers, WorkerGroup } from './data_parallel';
 import { checkFits } from './memory';
 import { MetricsLog } from './metrics_log';
 import { RunLock } from './run_lock';
@@ -36,14 +38,14 @@ export interface RunOptions {
   overwrite?: boolean;
   /** Skip the estimate of training memory against what the machine (or the wasm heap) has. */
   allowLarge?: boolean;
-  /** Backend the run trains on (for the memory check's wasm heap limit); default: the active one is not consulted. */
+  /** Backend the run trains on (memory limits, data-parallel workers); default: the active tfjs backend. */
   backend?: string;
   /** When aborted, the run stops after the current step, writes a checkpoint and resolves with `stopped` set. */
   signal?: AbortSignal;
   /** Sets weights of a fresh model before training (e.g. copies a trained trunk under new heads); not called on resume. */
   init?: (model: MtpModel) => void;
   /** Called once the model is built (resolved config: e.g. the char tokenizer's vocabulary size). */
-  onStart?: (info: { config: Config; model: MtpModel; resumedFrom?: number }) => void;
+  onStart?: (info: { config: Config; model: MtpModel; resumedFrom?: number; workers: number }) => void;
   /** Things the user should know that do not stop the run (settings changed on resume, repaired log lines). */
   onNotice?: (message: string) => void;
   onStep?: (r: StepResult) => void;
@@ -142,13 +144,16 @@ function checkpointToResume(ckptPath: string): Checkpoint {
 export async function trainRun(opts: RunOptions): Promise<RunResult> {
   if (opts.resume && opts.overwrite) throw new Error('--resume and --overwrite contradict each other: --resume continues the run folder’s checkpoint, --overwrite deletes it; pass one');
   const { tokenizer, tokens, config } = prepareData(opts.config);
-  checkFits(config, opts.backend ?? '', opts.allowLarge);
+  const backend = opts.backend ?? tf.getBackend();
+  checkFits(config, backend, opts.allowLarge);
+  const ranks = resolveWorkers(config.train, backend);
   const ckptPath = path.join(opts.outDir, CHECKPOINT_FILE);
   const prevPath = previousCheckpointPath(ckptPath);
   const metrics = new MetricsLog(path.join(opts.outDir, METRICS_FILE));
   const lock = RunLock.acquire(opts.outDir);
   let model: MtpModel | undefined;
   let trainer: Trainer | undefined;
+  let group: WorkerGroup | undefined;
   try {
     const removed = removeStaleTemps(opts.outDir, [CHECKPOINT_FILE, path.basename(prevPath), METRICS_FILE, CONFIG_FILE]);
     if (removed.length) opts.onNotice?.(`removed ${removed.length} temporary file(s) left by an interrupted run: ${removed.map((f) => path.basename(f)).join(', ')}`);
@@ -178,7 +183,11 @@ export async function trainRun(opts: RunOptions): Promise<RunResult> {
       if (opts.overwrite) for (const f of [ckptPath, prevPath]) fs.rmSync(f, { force: true });
       opts.init?.(model);
     }
-    opts.onStart?.({ config, model, resumedFrom: checkpoint?.header.step });
+    if (ranks > 1) {
+      group = new WorkerGroup(ranks, config, backend, model, await trainer.state(), trainer.exchangeLength, tokens);
+      trainer.parallel = group.parallel;
+    }
+    opts.onStart?.({ config, model, resumedFrom: checkpoint?.header.step, workers: ranks });
     writeFileDurable(path.join(opts.outDir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
     if (checkpoint) {
       const { dropped, repairedTornLine } = metrics.truncateAfter(trainer.step);
@@ -219,8 +228,9 @@ export async function trainRun(opts: RunOptions): Promise<RunResult> {
       try {
         r = await trainer.trainStep();
       } catch (e) {
-        metrics.append({ type: 'error', step: trainer.step + 1, message: (e as Error).message });
-        throw e;
+        const err = (group ? await group.explain(e) : e) as Error;
+        metrics.append({ type: 'error', step: trainer.step + 1, message: err.message });
+        throw err;
       }
       const tokPerSec = (r.tokens * 1000) / r.ms;
       throughput.push(tokPerSec);
@@ -229,6 +239,8 @@ export async function trainRun(opts: RunOptions): Promise<RunResult> {
       await yieldToEventLoop();
       if (r.step % evalEvery === 0 || r.step === steps) await evaluateAndSave();
     }
+    await group?.finish(trainer);
+    group = undefined;
     if (!valResult && !stopped) {
       if (savedStep === trainer.step) valResult = await trainer.evaluate(); // resumed at the end: already logged and saved
       else await evaluateAndSave();
@@ -236,6 +248,7 @@ export async function trainRun(opts: RunOptions): Promise<RunResult> {
     trainer.dispose();
     return { model, tokenizer, config, val: valResult, tokensPerSec: median(throughput), steps: trainer.step, checkpoint: ckptPath, stopped };
   } catch (e) {
+    await group?.terminate();
     trainer?.dispose();
     model?.dispose();
     throw e;
