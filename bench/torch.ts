@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-const PYTHON = '/usr/bin/python3';
+const PYTHON = process.env.MTP_PYTHON ?? '/usr/bin/python3';
 const OPENBLAS_OPENMP = '/usr/lib/x86_64-linux-gnu/openblas-openmp';
 
 /** One config's results as torch_twin.py writes them. */
@@ -27,7 +27,7 @@ function env(): NodeJS.ProcessEnv {
 export function torchUnavailable(): string | null {
   if (!fs.existsSync(PYTHON)) return `${PYTHON} not found`;
   const r = spawnSync(PYTHON, ['-c', 'import torch'], { env: env(), encoding: 'utf8' });
-  return r.status === 0 ? null : `${PYTHON} cannot import torch (apt-get install python3-torch libopenblas0-openmp)`;
+  return r.status === 0 ? null : `${PYTHON} cannot import torch (apt-get install python3-torch libopenblas0-openmp, or point MTP_PYTHON at a Python that has it)`;
 }
 
 /** Runs torch_twin.py on the CPU with `args` (e.g. ['--configs', 'small', '--train-runs', '0']) and returns its results. */

