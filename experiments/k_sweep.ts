@@ -25,12 +25,11 @@ import { evalBatches } from '../src/data/batch';
 import { agreement, nllBits } from '../src/eval/quality';
 import { compareWithAR, Decoder, SpeedRow } from '../src/eval/speed';
 import { expectedTau } from '../src/eval/theory';
-import type { MtpModel } from '../src/model/create';
 import { MedusaModel } from '../src/model/medusa';
 import { headRankAccuracies } from '../src/eval/head_accuracy';
 import type { FigureWriter } from '../src/plot/write';
 import { acceptanceByHead, qualityVsSpeed, tauVsK, trainingCurves, treeFigure } from '../src/plot/figures';
-import { Experiment, figureWriter, quickTrain, readCurves, saveResults, startExperiment, TrainedModel, trainOrLoad, valPrompts } from './lib';
+import { declareModels, Experiment, figureWriter, ModelSpec, quickTrain, readCurves, saveResults, startExperiment, TrainedModel, trainOrLoad, valPrompts } from './lib';
 
 export interface SweepRow {
   corpus: string;
@@ -75,13 +74,15 @@ function configFor(corpus: string, mtp: MtpConfig): Config {
   return quickTrain(exp, resolveConfig(undefined, { model: { ...exp.base.model, mtp }, train: { ...exp.base.train, corpus: corpus as Config['train']['corpus'] } }));
 }
 
-/** Puts a trained trunk under fresh Medusa heads (W1 = 0, W2 = a copy of the trained LM head). */
-function medusaOnTrunk(from: MtpModel, to: MtpModel): void {
-  for (const [name, v] of to.params) {
-    const src = from.params.get(name);
-    if (src && src.shape.join() === v.shape.join()) v.assign(src);
-  }
-  (to as MedusaModel).initHeads();
+/** The models of one corpus: the k = 1 reference, parallel heads per k > 1, modules per D, Medusa-1 heads on the reference's trunk. */
+function models(corpus: string): { reference: ModelSpec; parallel: Map<number, ModelSpec>; sequential: Map<number, ModelSpec>; medusa: ModelSpec } {
+  const g = grid(corpus);
+  const reference: ModelSpec = { label: `${corpus}-k1`, config: configFor(corpus, { kind: 'none' }) };
+  const parallel = new Map(g.parallel.map((k) => [k, k === 1 ? reference : { label: `${corpus}-parallel-k${k}`, config: configFor(corpus, { ...MTP_DEFAULTS.parallel, k }) }]));
+  const sequential = new Map(g.sequential.map((depth) => [depth, { label: `${corpus}-sequential-d${depth}`, config: configFor(corpus, { ...MTP_DEFAULTS.sequential, depth }) }]));
+  // Medusa-1: fresh heads (W1 = 0, W2 = a copy of the trained LM head) on the frozen, trained k = 1 trunk
+  const medusa: ModelSpec = { label: `${corpus}-medusa1-K${g.medusa}`, config: configFor(corpus, { ...MTP_DEFAULTS.medusa, heads: g.medusa, frozenTrunk: true }), initFrom: reference.label };
+  return { reference, parallel, sequential, medusa };
 }
 
 const rows: SweepRow[] = [];
@@ -157,23 +158,26 @@ async function main(): Promise<void> {
   nTokens = (exp.args.tokens as number | undefined) ?? (quick ? 24 : 96);
   runs = (exp.args.runs as number | undefined) ?? (quick ? 1 : 3);
   const corpora = (exp.args.corpora as string).split(',');
-  for (const corpus of corpora) {
+  const specs = corpora.map(models);
+  await declareModels(exp, [...new Set(specs.flatMap((m) => [m.reference, ...m.parallel.values(), ...m.sequential.values(), m.medusa]))]);
+  for (const [c, corpus] of corpora.entries()) {
     const g = grid(corpus);
-    const reference = await trainOrLoad(exp, `${corpus}-k1`, configFor(corpus, { kind: 'none' }));
+    const spec = specs[c];
+    const reference = await trainOrLoad(exp, spec.reference);
     for (const k of g.parallel) {
-      const t = k === 1 ? reference : await trainOrLoad(exp, `${corpus}-parallel-k${k}`, configFor(corpus, { ...MTP_DEFAULTS.parallel, k }));
+      const t = k === 1 ? reference : await trainOrLoad(exp, spec.parallel.get(k)!);
       const label = k === 1 ? 'greedy AR (k = 1)' : `blockwise k=${k}`;
       await measure(corpus, 'parallel', t, reference, [{ label, k, decode: (m, p, n) => selfSpeculative(m, p, { maxNewTokens: n }) }], k);
       if (k !== 1) t.model.dispose();
     }
     for (const depth of g.sequential) {
-      const t = await trainOrLoad(exp, `${corpus}-sequential-d${depth}`, configFor(corpus, { ...MTP_DEFAULTS.sequential, depth }));
+      const t = await trainOrLoad(exp, spec.sequential.get(depth)!);
       await measure(corpus, 'sequential', t, reference, [{ label: `sequential D=${depth}`, k: 1 + depth, decode: (m, p, n) => selfSpeculative(m, p, { maxNewTokens: n }) }], 1);
       t.model.dispose();
     }
     const K = g.medusa;
-    const medusaCfg = configFor(corpus, { ...MTP_DEFAULTS.medusa, heads: K, frozenTrunk: true });
-    const medusa = await trainOrLoad(exp, `${corpus}-medusa1-K${K}`, medusaCfg, (m) => medusaOnTrunk(reference.model, m));
+    const medusaCfg = spec.medusa.config;
+    const medusa = await trainOrLoad(exp, spec.medusa);
     const batches = evalBatches(medusa.val, medusaCfg.train.batchSize, medusaCfg.model.blockSize, 1 + K, medusaCfg.train.evalBatches);
     const accuracies = await headRankAccuracies(medusa.model as MedusaModel, batches, 4);
     const optimised = optimizeTree(accuracies, quick ? 8 : 24);

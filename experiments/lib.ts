@@ -7,6 +7,15 @@
  * write to runs/experiments-quick/<experiment>/ so they never overwrite committed results. Trained
  * models go to runs/experiments[-quick]/<experiment>/models/<label>/ and are reused when the same
  * config was trained before (pass --fresh to retrain).
+ *
+ * Models in parallel: an experiment declares the models it trains (declareModels) before it trains
+ * any. With `--jobs=N` the job pool (jobs.ts) trains the missing ones N at a time, each in its own
+ * process, and the experiment then finds them trained; with `--plan=<file>` it only writes them to
+ * the file and exits (run_all.ts collects every experiment's models this way and trains them all
+ * first). Without either, trainOrLoad trains each model in this process when it is needed. Either
+ * way a model is the same bit for bit: the same config trained by the same code on the same backend
+ * (`train.backend` is the experiment's `--backend`, and `train.workers` is 1 unless given, so the
+ * numbers do not depend on the machine's core count).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -23,11 +32,14 @@ import { splitTrainVal } from '../src/data/corpus';
 import type { MtpModel } from '../src/model/create';
 import type { Tokenizer } from '../src/data/tokenizer';
 import { evaluate, EvalResult } from '../src/train/evaluate';
-import { readCheckpoint } from '../src/train/checkpoint';
+import { copyParams, readCheckpoint } from '../src/train/checkpoint';
+import { MedusaModel } from '../src/model/medusa';
 import { makeDir } from '../src/util/files';
 import { CHECKPOINT_FILE, loadModel, prepareData, trainRun, writeFileAtomic } from '../src/train/run';
 import { FigureWriter, writeCsv } from '../src/plot/write';
 import { Rng } from '../src/util/rng';
+import { parseJobs, runJobs, TrainJob } from './jobs';
+import { runState } from './run_state';
 
 export interface Experiment {
   name: string;
@@ -41,6 +53,10 @@ export interface Experiment {
   base: Config;
   args: Record<string, unknown>;
   fresh: boolean;
+  /** `--jobs`: train the declared models in this many processes first (undefined: train each here when needed). */
+  jobs?: number;
+  /** `--plan`: write the declared models to this file and exit. */
+  planFile?: string;
 }
 
 /** Parses the shared flags (plus `extra`), initialises the backend and the output folders. */
@@ -55,22 +71,35 @@ export async function startExperiment(name: string, describe: string, extra: (y:
       .option('quick', { type: 'boolean', default: false, describe: 'nano/short settings for CI (≤ 3 minutes on 2 cores)' })
       .option('out', { type: 'string', describe: 'output folder [default: figures/<experiment>, or runs/experiments-quick/<experiment> with --quick]' })
       .option('backend', { type: 'string', default: 'wasm', choices: BACKEND_NAMES as unknown as string[], describe: 'tfjs backend for training and timing' })
-      .option('fresh', { type: 'boolean', default: false, describe: 'retrain models even if a matching one was trained before' }),
+      .option('fresh', { type: 'boolean', default: false, describe: 'retrain models even if a matching one was trained before' })
+      .option('jobs', { type: 'number', describe: 'train the models this experiment needs first, in this many processes at a time (one wasm engine each) [default: in this process, one after another]' })
+      .option('plan', { type: 'string', describe: 'only write the models this experiment trains (JSON job list) to this file, then exit (used by run_all)' }),
   )
     .strict()
     .help()
     .parseAsync()) as Record<string, unknown>;
   const quick = argv.quick as boolean;
   if (argv.preset === undefined) argv.preset = quick ? 'nano' : 'tiny';
+  if (argv['train.backend'] !== undefined && argv['train.backend'] !== argv.backend) {
+    throw new Error(`--train.backend=${argv['train.backend']} differs from --backend=${argv.backend}: an experiment trains and measures on --backend; pass that one only`);
+  }
+  argv['train.backend'] = argv.backend; // the backend its models train on, also in a training process of their own
+  if (argv['train.workers'] === undefined) argv['train.workers'] = 1; // one engine per model: parallelism is --jobs
   const base = configFromArgs(argv);
+  const jobs = argv.jobs === undefined ? undefined : parseJobs(argv.jobs);
+  const planFile = argv.plan as string | undefined;
   const root = quick ? path.join('runs', 'experiments-quick', name) : path.join('runs', 'experiments', name);
   const outDir = (argv.out as string | undefined) ?? (quick ? root : path.join('figures', name));
   const workDir = path.join(root, 'models');
+  if (planFile !== undefined) {
+    const backend: BackendInfo = { name: argv.backend as string, platform: 'node', detail: 'not started (--plan)' };
+    return { name, quick, outDir, workDir, backend, base, args: argv, fresh: argv.fresh as boolean, jobs, planFile };
+  }
   makeDir(outDir, 'the output folder');
   makeDir(workDir, 'the models folder');
   const backend = await initBackend(argv.backend as BackendName);
-  const exp: Experiment = { name, quick, outDir, workDir, backend, base, args: argv, fresh: argv.fresh as boolean };
-  const options = Object.fromEntries(Object.entries(argv).filter(([k]) => !['_', '$0'].includes(k) && !k.includes('.')));
+  const exp: Experiment = { name, quick, outDir, workDir, backend, base, args: argv, fresh: argv.fresh as boolean, jobs };
+  const options = Object.fromEntries(Object.entries(argv).filter(([k]) => !['_', '$0', 'jobs', 'plan'].includes(k) && !k.includes('.')));
   writeFileAtomic(path.join(outDir, 'config.json'), JSON.stringify({ experiment: name, options, base }, null, 2) + '\n');
   return exp;
 }
@@ -88,6 +117,59 @@ export function quickTrain(exp: Experiment, cfg: Config): Config {
   return resolveConfig(undefined, { model: cfg.model, train: { ...cfg.train, steps: Math.min(cfg.train.steps, 30), maxCorpusBytes: 300_000, evalEvery: 30, evalBatches: 2 } });
 }
 
+/** A model an experiment trains: its folder under the work folder, its config, and where its first weights come from. */
+export interface ModelSpec {
+  /** Folder name under the experiment's work folder (unique within it). */
+  label: string;
+  config: Config;
+  /**
+   * Label of another declared model whose trained weights start this one: its same-named, same-shaped tensors are
+   * copied, and Medusa heads then start from the LM head (as `mtp train --init`; e.g. Medusa-1 on a trained trunk).
+   */
+  initFrom?: string;
+}
+
+/** The job-pool name of a model: '<experiment folder>/<label>' (the same for experiments sharing a work folder). */
+function jobName(exp: Experiment, label: string): string {
+  return `${path.basename(path.dirname(exp.workDir))}/${label}`;
+}
+
+/** The pool jobs that train an experiment's declared models. */
+export function modelJobs(exp: Experiment, specs: ModelSpec[]): TrainJob[] {
+  const labels = new Set(specs.map((s) => s.label));
+  return specs.map((s) => {
+    if (s.initFrom !== undefined && !labels.has(s.initFrom)) {
+      throw new Error(`model '${s.label}' starts from '${s.initFrom}', which the experiment does not declare (declared: ${[...labels].join(', ')})`);
+    }
+    return {
+      name: jobName(exp, s.label),
+      config: s.config,
+      dir: path.resolve(exp.workDir, s.label),
+      ...(s.initFrom !== undefined ? { init: path.resolve(exp.workDir, s.initFrom, CHECKPOINT_FILE), after: [jobName(exp, s.initFrom)] } : {}),
+    };
+  });
+}
+
+/**
+ * Declares the models the experiment trains, before it trains any (experiments that train none declare []). With
+ * `--plan` writes them to the plan file and exits; with `--jobs` trains the missing ones in the job pool (throws if
+ * any fails); else returns and trainOrLoad trains them here.
+ */
+export async function declareModels(exp: Experiment, specs: ModelSpec[]): Promise<void> {
+  const jobs = modelJobs(exp, specs);
+  if (exp.planFile !== undefined) {
+    writeFileAtomic(exp.planFile, JSON.stringify({ experiment: exp.name, jobs }, null, 2) + '\n');
+    process.exit(0);
+  }
+  if (exp.jobs === undefined || jobs.length === 0) return;
+  const r = await runJobs(jobs, { jobs: exp.jobs, fresh: exp.fresh, replace: true });
+  if (!r.ok) {
+    const failed = r.results.filter((x) => x.status !== 'trained' && x.status !== 'skipped').map((x) => x.name);
+    throw new Error(`training failed for ${failed.join(', ')} (reports above; each run folder keeps its train.log)`);
+  }
+  exp.fresh = false; // trained just now: reuse them
+}
+
 export interface TrainedModel {
   label: string;
   model: MtpModel;
@@ -97,37 +179,65 @@ export interface TrainedModel {
   val: Uint8Array | Int32Array;
   /** Validation metrics on fixed windows (head 0 = next token). */
   eval: EvalResult;
-  /** Median training tokens/s (NaN when reused from an earlier run). */
+  /** Median training tokens/s over the steps of its run (read from its metrics log when reused). */
   trainTokensPerSec: number;
   /** Folder with model.ckpt and metrics.jsonl. */
   dir: string;
 }
 
+/** Median of the per-step training tokens/s in a run folder's metrics.jsonl (NaN when it has none). */
+function loggedTokensPerSec(dir: string): number {
+  const file = path.join(dir, 'metrics.jsonl');
+  const tps: number[] = [];
+  if (fs.existsSync(file)) {
+    for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+      if (!line.includes('"train"')) continue;
+      try {
+        const r = JSON.parse(line);
+        if (r.type === 'train' && typeof r.tokPerSec === 'number') tps.push(r.tokPerSec);
+      } catch {
+        // a torn last line
+      }
+    }
+  }
+  tps.sort((a, b) => a - b);
+  return tps.length ? tps[Math.floor(tps.length / 2)] : NaN;
+}
+
+/** Sets a fresh model's weights from a checkpoint, as `mtp train --init` does (same-named, same-shaped tensors; Medusa heads from the LM head). */
+function initFrom(file: string): (m: MtpModel) => void {
+  return (m) => {
+    copyParams(readCheckpoint(file), m.params, file);
+    if (m instanceof MedusaModel) m.initHeads();
+  };
+}
+
 /**
- * Trains a model for `config` under workDir/<label>, or loads the one trained there before with the
- * same config. `init` may set weights before training (e.g. copy a trained trunk under Medusa heads).
+ * Trains the model of `spec` under workDir/<label>, or loads the one trained there before with the same config
+ * (by this process, an earlier run or the job pool); an interrupted run of the same config is resumed.
  */
-export async function trainOrLoad(exp: Experiment, label: string, config: Config, init?: (m: MtpModel) => void): Promise<TrainedModel> {
+export async function trainOrLoad(exp: Experiment, spec: ModelSpec): Promise<TrainedModel> {
+  const { label, config } = spec;
   const dir = path.join(exp.workDir, label);
   const ckpt = path.join(dir, CHECKPOINT_FILE);
   const { tokens } = prepareData(config);
   const { val } = splitTrainVal(tokens);
   // the same windows for every model of an experiment, so next-token losses compare across variants and k
   const batches = evalBatches(val, config.train.batchSize, config.model.blockSize, EVAL_TARGETS, config.train.evalBatches);
-  const sameConfig = fs.existsSync(path.join(dir, 'config.json')) && fs.readFileSync(path.join(dir, 'config.json'), 'utf8') === JSON.stringify(config, null, 2) + '\n';
-  const saved = !exp.fresh && sameConfig && fs.existsSync(ckpt) ? readCheckpoint(ckpt).header.step : -1;
-  if (saved === config.train.steps) {
+  const state = exp.fresh ? { state: 'fresh' as const } : runState(dir, config);
+  if (state.state === 'finished') {
     const loaded = loadModel(ckpt);
-    return { label, ...loaded, val, eval: await evaluate(loaded.model, trimK(batches, loaded.model.k)), trainTokensPerSec: NaN, dir };
+    return { label, ...loaded, val, eval: await evaluate(loaded.model, trimK(batches, loaded.model.k)), trainTokensPerSec: loggedTokensPerSec(dir), dir };
   }
+  const resume = state.state === 'partial'; // an interrupted run continues from its last checkpoint
   const bar = progressBar(label.padEnd(18), 'loss {loss} | {tps} tok/s');
-  bar.start(config.train.steps, Math.max(0, saved), { loss: '-', tps: '-' });
+  bar.start(config.train.steps, resume ? state.step : 0, { loss: '-', tps: '-' });
   const run = await trainRun({
     config,
     outDir: dir,
-    resume: saved >= 0, // an interrupted run continues from its last checkpoint
-    overwrite: true,
-    init,
+    resume,
+    overwrite: !resume,
+    init: spec.initFrom !== undefined ? initFrom(path.join(exp.workDir, spec.initFrom, CHECKPOINT_FILE)) : undefined,
     onStep: (r) => bar.update(r.step, { loss: r.loss.toFixed(3), tps: Math.round((r.tokens * 1000) / r.ms) }),
   }).finally(() => bar.stop());
   return { label, model: run.model, tokenizer: run.tokenizer, config: run.config, val, eval: await evaluate(run.model, trimK(batches, run.model.k)), trainTokensPerSec: run.tokensPerSec, dir };

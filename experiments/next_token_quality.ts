@@ -20,7 +20,7 @@ import { createModel, MtpModel } from '../src/model/create';
 import { acceptanceByHead } from '../src/plot/figures';
 import { Trainer } from '../src/train/trainer';
 import { Rng } from '../src/util/rng';
-import { figureWriter, saveResults, startExperiment } from './lib';
+import { declareModels, figureWriter, saveResults, startExperiment } from './lib';
 import type { SweepRow } from './k_sweep';
 
 /** Next-token accuracy at the positions the task's rule determines. */
@@ -44,6 +44,7 @@ async function main(): Promise<void> {
   const exp = await startExperiment('next_token_quality', 'Next-token quality of MTP-trained trunks vs k = 1', (y) =>
     y.option('inductionSteps', { type: 'number', describe: 'training steps on the induction task [default: 300, quick 20]' }),
   );
+  await declareModels(exp, []); // its synthetic-task models train in this process, not in run folders
   const rows: object[] = [];
   const sweepFile = path.join(exp.quick ? path.join('runs', 'experiments-quick', 'k_sweep') : path.join('figures', 'k_sweep'), 'results.json');
   if (fs.existsSync(sweepFile)) {

@@ -17,7 +17,7 @@ import type { CacheSet } from '../src/model/cache_set';
 import type { MtpModel } from '../src/model/create';
 import { loadModel } from '../src/train/run';
 import { tauVsK } from '../src/plot/figures';
-import { figureWriter, saveResults, startExperiment, valPrompts } from './lib';
+import { declareModels, figureWriter, saveResults, startExperiment, valPrompts } from './lib';
 import { loadCorpus, splitTrainVal } from '../src/data/corpus';
 import type { SweepRow } from './k_sweep';
 
@@ -44,6 +44,7 @@ async function main(): Promise<void> {
   const exp = await startExperiment('theory', 'Measured τ and speedup against the speculative-decoding formulas', (y) =>
     y.option('corpus', { type: 'string', default: 'code', describe: 'corpus of the k-sweep results to use' }),
   );
+  await declareModels(exp, []); // measures the k-sweep's models, trains none
   const sweepDir = exp.quick ? path.join('runs', 'experiments-quick', 'k_sweep') : path.join('figures', 'k_sweep');
   const file = path.join(sweepDir, 'results.json');
   if (!fs.existsSync(file)) throw new Error(`${file} not found: run experiments/k_sweep.ts${exp.quick ? ' --quick' : ''} first`);

@@ -13,7 +13,7 @@ import { Config, MTP_DEFAULTS, MtpConfig, resolveConfig } from '../src/config';
 import { selfSpeculative } from '../src/decode/decoders';
 import { compareWithAR } from '../src/eval/speed';
 import { tauVsK } from '../src/plot/figures';
-import { figureWriter, quickTrain, saveResults, startExperiment, trainOrLoad, valPrompts } from './lib';
+import { declareModels, figureWriter, ModelSpec, quickTrain, saveResults, startExperiment, trainOrLoad, valPrompts } from './lib';
 
 async function main(): Promise<void> {
   const exp = await startExperiment('train_once', 'Decoding a k_max-head model with its first k heads vs models trained per k', (y) =>
@@ -26,7 +26,11 @@ async function main(): Promise<void> {
   const configFor = (mtp: MtpConfig): Config =>
     quickTrain(exp, resolveConfig(undefined, { model: { ...exp.base.model, mtp }, train: { ...exp.base.train, corpus } }));
   const opts = { tokens: exp.quick ? 24 : 96, runs: exp.quick ? 1 : 3 };
-  const once = await trainOrLoad(exp, `${corpus}-parallel-k${kMax}`, configFor({ ...MTP_DEFAULTS.parallel, k: kMax }));
+  const perK = new Map<number, ModelSpec>(
+    ks.map((k) => [k, { label: k === 1 ? `${corpus}-k1` : `${corpus}-parallel-k${k}`, config: configFor(k === 1 ? { kind: 'none' } : { ...MTP_DEFAULTS.parallel, k }) }]),
+  );
+  await declareModels(exp, [...perK.values()]);
+  const once = await trainOrLoad(exp, perK.get(kMax)!);
   const prompts = valPrompts(once.val, exp.quick ? 2 : 6, 32);
   const rows: object[] = [];
   const onceRows = await compareWithAR(
@@ -37,7 +41,7 @@ async function main(): Promise<void> {
   );
   onceRows.forEach((r, i) => rows.push({ sweep: `train once (k=${kMax})`, k: ks[i], nextTokenLoss: once.eval.heads[0].loss, ...r }));
   for (const k of ks) {
-    const t = await trainOrLoad(exp, k === 1 ? `${corpus}-k1` : `${corpus}-parallel-k${k}`, configFor(k === 1 ? { kind: 'none' } : { ...MTP_DEFAULTS.parallel, k }));
+    const t = k === kMax ? once : await trainOrLoad(exp, perK.get(k)!);
     const [r] = await compareWithAR(t.model, prompts, [{ label: `trained with k=${k}`, decode: (m, p, n) => selfSpeculative(m, p, { maxNewTokens: n }) }], opts);
     rows.push({ sweep: 'train per k', k, nextTokenLoss: t.eval.heads[0].loss, ...r });
     if (t !== once) t.model.dispose();

@@ -1,0 +1,116 @@
+/**
+ * Exporting a trained checkpoint into the zoo (Node only): its weights as float16 in `<zoo>/<name>/weights.f16`
+ * (no optimiser state) and its entry in `<zoo>/manifest.json` (see manifest.ts). Only a finished run is exported
+ * (checkpoint step = config.train.steps), with the validation metrics its run logged at that step.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { readCheckpoint } from '../train/checkpoint';
+import { CHECKPOINT_FILE } from '../train/run';
+import { writeFileDurable } from '../util/files';
+import { FLOAT16_MAX, toFloat16 } from './float16';
+import { describeMachine } from './machine';
+import { checkZooName, DEFAULT_ZOO_DIR, readManifest, WEIGHTS_FILE, writeManifest, ZooEntry, ZooTensor, ZooValLoss } from './manifest';
+
+export interface ExportOptions {
+  /** Zoo folder holding manifest.json and one folder per model [default: models/ at the repository root]. */
+  dir?: string;
+  /** The command that trained the model, recorded as given (e.g. `npm run mtp -- train …`). */
+  command: string;
+  /** Where it was trained [default: this machine, describeMachine(config.train.backend)]. */
+  machine?: string;
+  /** Zoo name of the model whose weights started this one (`--init`), if any. */
+  initFrom?: string;
+  /** When training finished, ISO 8601 [default: the checkpoint file's modification time]. */
+  trainedAt?: string;
+}
+
+/** The checkpoint file for a run folder or a checkpoint path. */
+function checkpointFile(run: string): string {
+  return fs.existsSync(run) && fs.statSync(run).isDirectory() ? path.join(run, CHECKPOINT_FILE) : run;
+}
+
+/** The evaluation logged at `step` in the run's metrics.jsonl (beside the checkpoint), or an error saying why not. */
+export function valLossAt(runDir: string, step: number): ZooValLoss {
+  const file = path.join(runDir, 'metrics.jsonl');
+  if (!fs.existsSync(file)) throw new Error(`${file} not found: the zoo records the validation loss per head that the run logged there`);
+  let found: ZooValLoss | undefined;
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    if (!line.includes('"eval"')) continue;
+    let row: { type?: string; step?: number; valLoss?: number; heads?: { loss: number; acc: number }[] };
+    try {
+      row = JSON.parse(line);
+    } catch {
+      continue; // a torn last line of a killed run
+    }
+    if (row.type === 'eval' && row.step === step && typeof row.valLoss === 'number' && Array.isArray(row.heads)) {
+      found = { objective: row.valLoss, heads: row.heads.map((h) => ({ loss: h.loss, acc: h.acc })) };
+    }
+  }
+  if (!found) throw new Error(`${file} holds no evaluation at step ${step} (the checkpoint's step); export the run folder that wrote this checkpoint`);
+  return found;
+}
+
+/**
+ * Writes `<dir>/<name>/weights.f16` and the model's manifest entry (replacing an entry of the same name); returns
+ * the entry. `run` is a run folder (or its model.ckpt). Refuses an unfinished run, a run without an evaluation at
+ * its last step, and weights that float16 cannot hold (|w| ≥ 65520 or NaN), naming the parameter.
+ */
+export function exportZooModel(name: string, run: string, opts: ExportOptions): ZooEntry {
+  checkZooName(name);
+  const dir = opts.dir ?? DEFAULT_ZOO_DIR;
+  const ckptFile = checkpointFile(run);
+  const ckpt = readCheckpoint(ckptFile);
+  const { config, tokenizer, step } = ckpt.header;
+  if (step !== config.train.steps) {
+    throw new Error(`${ckptFile} is at step ${step} of ${config.train.steps}: only finished runs go into the zoo (resume it to the end first)`);
+  }
+  const valLoss = valLossAt(path.dirname(ckptFile), step);
+  const params = ckpt.header.tensors.filter((t) => t.name.startsWith('param/'));
+  const total = params.reduce((a, t) => a + t.length, 0);
+  const bits = new Uint16Array(total);
+  const tensors: ZooTensor[] = [];
+  let offset = 0;
+  for (const t of params) {
+    const data = ckpt.tensors.get(t.name)!;
+    const half = toFloat16(data);
+    for (let i = 0; i < half.length; i++) {
+      if ((half[i] & 0x7c00) === 0x7c00) {
+        throw new Error(
+          `${ckptFile}: parameter '${t.name.slice(6)}' holds ${data[i]} at index ${i}, which float16 cannot hold (finite values up to ±${FLOAT16_MAX}); ` +
+            'this model cannot go into the float16 zoo',
+        );
+      }
+    }
+    bits.set(half, offset);
+    tensors.push({ name: t.name.slice(6), shape: t.shape, offset });
+    offset += t.length;
+  }
+  const bytes = Buffer.from(bits.buffer, bits.byteOffset, bits.byteLength);
+  if (os.endianness() === 'BE') bytes.swap16(); // the file is little-endian
+  const weights = `${name}/${WEIGHTS_FILE}`;
+  writeFileDurable(path.join(dir, weights), [bytes]);
+  const entry: ZooEntry = {
+    weights,
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+    bytes: bytes.length,
+    dtype: 'float16',
+    parameters: total,
+    tensors,
+    config,
+    tokenizer,
+    steps: step,
+    tokensSeen: step * config.train.batchSize * config.model.blockSize,
+    valLoss,
+    ...(opts.initFrom !== undefined ? { initFrom: opts.initFrom } : {}),
+    command: opts.command,
+    machine: opts.machine ?? describeMachine(config.train.backend),
+    trainedAt: opts.trainedAt ?? fs.statSync(ckptFile).mtime.toISOString(),
+  };
+  const manifest = readManifest(dir, { missingOk: true });
+  manifest.models[name] = entry;
+  writeManifest(dir, manifest);
+  return entry;
+}

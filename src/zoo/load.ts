@@ -1,0 +1,144 @@
+/**
+ * Loading zoo models (Node only): the manifest entry, its weights file checked against the recorded sha256 and size,
+ * the model built from the recorded config (createModel) and its float16 weights assigned as float32 (loadParams,
+ * which also checks every name and shape against the model).
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Config } from '../config';
+import { mtpTokens } from '../config';
+import { Tokenizer, tokenizerFromSpec } from '../data/tokenizer';
+import { createModel, MtpModel } from '../model/create';
+import { Checkpoint, loadParams } from '../train/checkpoint';
+import { fsCause } from '../util/files';
+import { fromFloat16 } from './float16';
+import { DEFAULT_ZOO_DIR, manifestPath, readManifest, ZooEntry } from './manifest';
+
+export interface ZooOptions {
+  /** Zoo folder holding manifest.json [default: models/ at the repository root]. */
+  dir?: string;
+}
+
+/** What listZooModels says about each model. */
+export interface ZooListing {
+  name: string;
+  /** MTP variant ('none' = plain next-token model). */
+  kind: string;
+  /** Tokens predicted per position (1 for the plain model). */
+  k: number;
+  corpus: string;
+  parameters: number;
+  steps: number;
+  /** Next-token validation loss (nats), head 0. */
+  nextTokenLoss: number;
+  bytes: number;
+  initFrom?: string;
+}
+
+export interface ZooModel {
+  name: string;
+  model: MtpModel;
+  tokenizer: Tokenizer;
+  config: Config;
+  entry: ZooEntry;
+}
+
+/** Every model in the zoo's manifest, sorted by name (reads no weights). */
+export function listZooModels(opts: ZooOptions = {}): ZooListing[] {
+  const manifest = readManifest(opts.dir ?? DEFAULT_ZOO_DIR);
+  return Object.keys(manifest.models)
+    .sort()
+    .map((name) => {
+      const e = manifest.models[name];
+      return {
+        name,
+        kind: e.config.model.mtp.kind,
+        k: mtpTokens(e.config.model.mtp),
+        corpus: e.config.train.corpus,
+        parameters: e.parameters,
+        steps: e.steps,
+        nextTokenLoss: e.valLoss.heads[0]?.loss ?? e.valLoss.objective,
+        bytes: e.bytes,
+        ...(e.initFrom !== undefined ? { initFrom: e.initFrom } : {}),
+      };
+    });
+}
+
+/** What to do about a weights file that is not the one the manifest records. */
+function remedy(name: string, file: string): string {
+  return `restore it (\`git checkout -- ${file}\`; \`git lfs pull\` if the repository keeps it in Git LFS) or re-export the model (\`npm run zoo -- --only=${name}\`)`;
+}
+
+/**
+ * Reads a zoo model's weights file and checks it against its manifest entry (size and sha256); returns the float32
+ * values of every parameter by name. Refuses a missing, damaged or replaced file, naming it and what to do.
+ */
+export function readZooWeights(name: string, entry: ZooEntry, dir: string): Map<string, Float32Array> {
+  const file = path.resolve(dir, entry.weights);
+  if (path.relative(path.resolve(dir), file).startsWith('..')) {
+    throw new Error(`${manifestPath(dir)}: model '${name}' names weights outside the zoo folder (${entry.weights})`);
+  }
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(file);
+  } catch (e) {
+    throw new Error(`could not read ${file}, the weights of zoo model '${name}': ${fsCause(e)}; ${remedy(name, file)}`);
+  }
+  if (buf.subarray(0, 64).toString('latin1').startsWith('version https://git-lfs')) {
+    throw new Error(`${file} is a Git LFS pointer, not the weights of zoo model '${name}': fetch the weights with \`git lfs pull\``);
+  }
+  const sha = createHash('sha256').update(buf).digest('hex');
+  if (buf.length !== entry.bytes || sha !== entry.sha256) {
+    throw new Error(
+      `${file} is not the weights file recorded for zoo model '${name}' in ${manifestPath(dir)}: ` +
+        `it has ${buf.length} bytes and sha256 ${sha}, the manifest records ${entry.bytes} bytes and sha256 ${entry.sha256}. ` +
+        `The file is damaged or was replaced without updating the manifest; ${remedy(name, file)}`,
+    );
+  }
+  const bytes = Buffer.from(buf); // an own, aligned copy
+  if (os.endianness() === 'BE') bytes.swap16();
+  const values = fromFloat16(new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2));
+  const out = new Map<string, Float32Array>();
+  for (const t of entry.tensors) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.offset + n > values.length) throw new Error(`${manifestPath(dir)}: tensor '${t.name}' of model '${name}' runs past the end of ${file}`);
+    out.set(t.name, values.subarray(t.offset, t.offset + n));
+  }
+  return out;
+}
+
+/**
+ * Loads a zoo model: the manifest entry of `name`, its weights verified (sha256) and assigned to a model built from
+ * the recorded config. Errors name the manifest or the file and what to do (unknown name: the names there are).
+ */
+export function loadZooModel(name: string, opts: ZooOptions = {}): ZooModel {
+  const dir = opts.dir ?? DEFAULT_ZOO_DIR;
+  const manifest = readManifest(dir);
+  const entry = manifest.models[name];
+  if (!entry) {
+    const names = Object.keys(manifest.models).sort();
+    throw new Error(`no model '${name}' in ${manifestPath(dir)}; it holds: ${names.join(', ') || 'none'}`);
+  }
+  const values = readZooWeights(name, entry, dir);
+  const config = entry.config;
+  const checkpoint: Checkpoint = {
+    header: {
+      config,
+      tokenizer: entry.tokenizer,
+      step: entry.steps,
+      tensors: entry.tensors.map((t) => ({ name: `param/${t.name}`, shape: t.shape, offset: t.offset, length: values.get(t.name)!.length })),
+    },
+    tensors: new Map([...values].map(([n, v]) => [`param/${n}`, v])),
+    file: path.resolve(dir, entry.weights),
+  };
+  const model = createModel(config.model);
+  try {
+    loadParams(checkpoint, config.model, model.params, `zoo model '${name}' (${checkpoint.file})`);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return { name, model, tokenizer: tokenizerFromSpec(entry.tokenizer), config, entry };
+}
