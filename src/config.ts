@@ -134,7 +134,7 @@ export const TRAIN_DOCS: Docs<TrainConfig> = {
   workers: 'data-parallel training threads, each with its own engine and a shard of every batch (wasm or cpu backend); 0 = one per core but one, at most batchSize',
 };
 
-export const PRESET_NAMES = ['nano', 'tiny', 'small', 'medium'] as const;
+export const PRESET_NAMES = ['nano', 'tiny', 'deep', 'small', 'medium'] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];
 
 export interface Preset {
@@ -144,7 +144,8 @@ export interface Preset {
 
 /**
  * nano: ≤ 50 k parameters, for tests. tiny: a useful byte-level code model in ~5 minutes on 2 CPU
- * cores. small / medium: the benchmark shapes of docs/performance.md (same as the PyTorch twin).
+ * cores. deep: the zoo's shape for multi-token prediction: 8 blocks, so one extra head block costs
+ * 1/8 of the trunk (tiny's 3 blocks make k − 1 heads cost as much as the trunk); 0.95 M parameters. small / medium: the benchmark shapes of docs/performance.md (same as the PyTorch twin).
  */
 export const PRESETS: Record<PresetName, Preset> = {
   nano: {
@@ -154,6 +155,10 @@ export const PRESETS: Record<PresetName, Preset> = {
   tiny: {
     model: { blockSize: 64, nLayer: 3, nHead: 4, nEmbd: 96 },
     train: { batchSize: 16, steps: 800, evalEvery: 100, warmupSteps: 30, lr: 3e-3 },
+  },
+  deep: {
+    model: { blockSize: 128, nLayer: 8, nHead: 4, nEmbd: 96 },
+    train: { batchSize: 16, steps: 2000, evalEvery: 250, warmupSteps: 100, lr: 2e-3 },
   },
   small: {
     model: { blockSize: 128, nLayer: 4, nHead: 4, nEmbd: 128 },

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Trains the model zoo on a many-core machine that has no Node (the GPU machine's CPUs; see prepare.sh), in three
+# phases so that training outlives one command there:
+#
+#   bash bench/gpu/zoo.sh start [steps]   unpack node, start every job detached (setsid), return
+#   bash bench/gpu/zoo.sh wait [seconds]  print progress until every job has ended or the time is up
+#   bash bench/gpu/zoo.sh collect DIR     stop what still runs (SIGTERM: a checkpoint at the current step), then export
+#                                         every finished run into DIR/zoo.tar (models/: float16 weights + manifest.json,
+#                                         src/zoo/; logs and metrics beside them)
+#
+# Jobs, per corpus (code, prose): the AR baseline, parallel heads k = 2, 4, 8, sequential modules D = 1, 2, 3 (the
+# `deep` preset, equal steps), and Medusa-1 K = 5 on that corpus's AR baseline once it has finished. Each job is one
+# `mtp train`; with 28 cores or more, the costlier jobs get more data-parallel threads (see jobs).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+d=.device
+runs=${ZOO_RUNS:-/tmp/zoo}
+node=/tmp/node
+preset=${ZOO_PRESET:-deep}
+
+jobs() { # name, data-parallel workers, flags of every trunk job: workers in proportion to the step's cost (par k=8 ≈ 2.7×
+  # the AR step), so that all end together, when the machine has the cores (ZOO_WORKERS=n gives every job n)
+  local w1=1 w2=2 w4=4
+  if (( $(nproc) < 28 )); then w2=1 w4=1; fi
+  if [ -n "${ZOO_WORKERS:-}" ]; then w1=$ZOO_WORKERS w2=$ZOO_WORKERS w4=$ZOO_WORKERS; fi
+  for corpus in code prose; do
+    echo "$corpus-ar $w1 --train.corpus=$corpus --mtp.kind=none"
+    echo "$corpus-parallel-k2 $w1 --train.corpus=$corpus --mtp.kind=parallel --mtp.k=2"
+    echo "$corpus-parallel-k4 $w2 --train.corpus=$corpus --mtp.kind=parallel --mtp.k=4"
+    echo "$corpus-parallel-k8 $w4 --train.corpus=$corpus --mtp.kind=parallel --mtp.k=8"
+    echo "$corpus-sequential-d1 $w1 --train.corpus=$corpus --mtp.kind=sequential --mtp.depth=1"
+    echo "$corpus-sequential-d2 $w2 --train.corpus=$corpus --mtp.kind=sequential --mtp.depth=2"
+    echo "$corpus-sequential-d3 $w2 --train.corpus=$corpus --mtp.kind=sequential --mtp.depth=3"
+  done
+}
+
+train() { # train NAME STEPS WORKERS FLAGS...: one detached mtp train, its command line saved beside its run folder
+  local name=$1 steps=$2 workers=$3
+  shift 3
+  mkdir -p "$runs/$name"
+  echo "npm run mtp -- train --preset=$preset --train.steps=$steps --train.backend=wasm --train.workers=$workers --out=runs/zoo/$name ${*//$runs/runs/zoo}" > "$runs/$name.command"
+  # shellcheck disable=SC2086
+  setsid nohup "$node" "$d/mtp.js" train --preset="$preset" --train.steps="$steps" --train.backend=wasm --train.workers="$workers" \
+    --out="$runs/$name" "$@" > "$runs/$name.log" 2>&1 < /dev/null &
+}
+
+case "${1:-}" in
+  start)
+    steps=${2:-1600}
+    xz -dc $d/node.xz > $node && chmod +x $node
+    [ -e node_modules ] || ln -s $d/node_modules node_modules
+    mkdir -p $runs
+    echo "$(nproc) cores; $(jobs | wc -l) trunk jobs, $steps steps each, preset $preset"
+    while read -r name workers flags; do
+      # shellcheck disable=SC2086
+      train "$name" "$steps" "$workers" $flags
+    done < <(jobs)
+    for corpus in code prose; do # Medusa-1 heads once the baseline is trained
+      setsid nohup bash -c "until grep -qE '^(done|error|stopped)' $runs/$corpus-ar.log; do sleep 5; done; \
+        grep -q '^done:' $runs/$corpus-ar.log && bash $0 medusa $corpus $steps" > "$runs/$corpus-medusa.wait.log" 2>&1 < /dev/null &
+    done
+    sleep 20
+    tail -n 2 $runs/*.log | grep -E "backend|error" || true
+    ;;
+  medusa) # internal: medusa CORPUS STEPS
+    train "$2-medusa1-k5" "$3" "$(( $(nproc) < 28 ? 1 : 2 ))" --train.corpus="$2" --mtp.kind=medusa --mtp.heads=5 --mtp.frozenTrunk=true --init="$runs/$2-ar/model.ckpt"
+    ;;
+  wait)
+    until=$(( $(date +%s) + ${2:-540} ))
+    while (( $(date +%s) < until )); do
+      running=$(pgrep -fc "mtp.js train" || true)
+      printf '%s running:' "$(date +%T)"
+      for m in $runs/*/metrics.jsonl; do printf ' %s@%s' "$(basename "$(dirname "$m")")" "$(tail -n 1 "$m" | grep -o '"step":[0-9]*' | cut -d: -f2)"; done
+      echo
+      (( running == 0 )) && ! pgrep -f "until grep -qE" > /dev/null && break
+      sleep 30
+    done
+    ;;
+  collect)
+    out=$2
+    pkill -TERM -f "mtp.js train" && sleep 20
+    pkill -f "until grep -qE"
+    mkdir -p "$out/models"
+    "$node" $d/zoo_export.js $runs "$out/models"
+    for r in $runs/*/; do cp "$r/metrics.jsonl" "$out/models/$(basename "$r").metrics.jsonl" 2>/dev/null; done
+    cp $runs/*.log "$out/models/" 2>/dev/null
+    (cd "$out" && tar -cf - models | split -b 15m - zoo.tar.part- && rm -rf models && ls -la) # files come back 16 MiB at most
+    ;;
+  *)
+    echo "usage: bash bench/gpu/zoo.sh start [steps] | wait [seconds] | collect DIR" >&2
+    exit 2
+    ;;
+esac
