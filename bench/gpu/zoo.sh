@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Trains the model zoo on a many-core machine that has no Node (the GPU machine's CPUs; see prepare.sh), in three
-# phases so that training outlives one command there:
+# phases; run them in one command, since that machine ends every process a command started when it returns:
+#
+#   bash bench/gpu/zoo.sh start 900 && bash bench/gpu/zoo.sh wait 500; bash bench/gpu/zoo.sh collect "$OUT"
 #
 #   bash bench/gpu/zoo.sh start [steps]   unpack node, start every job detached (setsid), return
 #   bash bench/gpu/zoo.sh wait [seconds]  print progress until every job has ended or the time is up
