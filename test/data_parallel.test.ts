@@ -58,8 +58,8 @@ describe('data-parallel training', () => {
     expect(() => resolveConfig('nano', { train: { workers: 5 } })).toThrow(/train.workers = 5 exceeds train.batchSize = 4/);
   });
 
-  it('1, 2 and 3 workers follow the same loss trajectory and end with the same weights (plain and parallel heads)', async () => {
-    for (const mtp of [MTP_DEFAULTS.none, { ...MTP_DEFAULTS.parallel, k: 3 }]) {
+  it('1, 2 and 3 workers follow the same loss trajectory and end with the same weights (plain, parallel heads, Medusa-1 with its frozen trunk)', async () => {
+    for (const mtp of [MTP_DEFAULTS.none, { ...MTP_DEFAULTS.parallel, k: 3 }, { ...MTP_DEFAULTS.medusa, heads: 2 }]) {
       const cfg = { ...base, model: { ...base.model, mtp } };
       const runs = [];
       for (const workers of [1, 2, 3]) {

@@ -14,7 +14,7 @@ import yargs from 'yargs';
 import type { Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import * as tf from '@tensorflow/tfjs';
-import { countParams } from '../config';
+import { Config, countParams } from '../config';
 import { initBackend, BACKEND_NAMES, BackendName } from '../backend/index';
 import { loadCorpus, splitTrainVal } from '../data/corpus';
 import { evalBatches } from '../data/batch';
@@ -23,7 +23,9 @@ import type { Tokenizer } from '../data/tokenizer';
 import type { Transformer } from '../model/transformer';
 import { evaluate } from '../train/evaluate';
 import { MedusaModel } from '../model/medusa';
-import { copyParams, readCheckpoint } from '../train/checkpoint';
+import { Checkpoint, copyParams, readCheckpoint } from '../train/checkpoint';
+import { loadZooModel, zooCheckpoint } from '../zoo/load';
+import type { MtpModel } from '../model/create';
 import { CHECKPOINT_FILE, loadModel, trainRun } from '../train/run';
 import { decoderOptions, runGenerate } from './generate';
 import { configFromArgs, fromFlag, withConfigOptions } from './options';
@@ -114,7 +116,7 @@ async function trainCommand(argv: Record<string, unknown>): Promise<void> {
     signal: stop.controller.signal,
     init: initFrom
       ? (model) => {
-          const n = fromFlag('init', () => copyParams(readCheckpoint(initFrom), model.params, initFrom));
+          const n = fromFlag('init', () => copyParams(openCheckpoint(initFrom), model.params, initFrom));
           if (model instanceof MedusaModel) model.initHeads(); // W2 = a copy of the loaded LM head
           console.log(`initialised ${n} parameter tensors from ${initFrom}`);
         }
@@ -158,6 +160,24 @@ async function trainCommand(argv: Record<string, unknown>): Promise<void> {
   result.model.dispose();
 }
 
+/** `zoo:NAME` in --ckpt / --init: a model of the zoo (models/), verified against its manifest. */
+const ZOO_PREFIX = 'zoo:';
+
+/** The checkpoint --ckpt or --init names: a file, a run folder (its model.ckpt) or zoo:NAME. */
+function openCheckpoint(spec: string): Checkpoint {
+  return spec.startsWith(ZOO_PREFIX) ? zooCheckpoint(spec.slice(ZOO_PREFIX.length)).checkpoint : readCheckpoint(checkpointPath(spec));
+}
+
+/** The model --ckpt names (see openCheckpoint), built from its own config. */
+function openModel(spec: string): { model: MtpModel; tokenizer: Tokenizer; config: Config; step: number; source: string } {
+  if (spec.startsWith(ZOO_PREFIX)) {
+    const z = loadZooModel(spec.slice(ZOO_PREFIX.length));
+    return { model: z.model, tokenizer: z.tokenizer, config: z.config, step: z.entry.steps, source: `zoo model ${z.name}` };
+  }
+  const file = checkpointPath(spec);
+  return { ...loadModel(file), source: `checkpoint ${file}` };
+}
+
 /** A checkpoint file from --ckpt: a run folder stands for the model.ckpt inside it. */
 function checkpointPath(ckpt: string): string {
   if (fs.existsSync(ckpt) && fs.statSync(ckpt).isDirectory()) {
@@ -170,9 +190,8 @@ function checkpointPath(ckpt: string): string {
 
 async function generateCommand(argv: Record<string, unknown>): Promise<void> {
   const backend = await initBackend(argv.backend as BackendName);
-  const ckpt = checkpointPath(argv.ckpt as string);
-  const { model, tokenizer, config, step } = loadModel(ckpt);
-  console.log(`backend ${backend.name} | checkpoint ${ckpt} (step ${step}, ${countParams(config.model).toLocaleString('en-US')} parameters)`);
+  const { model, tokenizer, config, step, source } = openModel(argv.ckpt as string);
+  console.log(`backend ${backend.name} | ${source} (step ${step}, ${countParams(config.model).toLocaleString('en-US')} parameters)`);
   try {
     const validation = () => {
       const corpus = loadCorpus(config.train.corpus, { maxBytes: config.train.maxCorpusBytes || undefined });
@@ -188,7 +207,7 @@ async function generateCommand(argv: Record<string, unknown>): Promise<void> {
 
 async function evalCommand(argv: Record<string, unknown>): Promise<void> {
   const backend = await initBackend(argv.backend as BackendName);
-  const { model, tokenizer, config } = loadModel(checkpointPath(argv.ckpt as string));
+  const { model, tokenizer, config } = openModel(argv.ckpt as string);
   const corpusName = (argv.corpus as string | undefined) ?? config.train.corpus;
   const corpus = fromFlag('corpus', () => loadCorpus(corpusName, { maxBytes: config.train.maxCorpusBytes || undefined }));
   const tokens = config.train.tokenizer === 'byte' ? corpus.bytes : tokenizer.encode(corpus.text);
@@ -201,7 +220,7 @@ async function evalCommand(argv: Record<string, unknown>): Promise<void> {
 
 function checkpointOptions(y: Argv): Argv {
   return y
-    .option('ckpt', { type: 'string', demandOption: true, describe: 'checkpoint file (a run folder holds model.ckpt)' })
+    .option('ckpt', { type: 'string', demandOption: true, describe: 'checkpoint file, run folder (its model.ckpt), or zoo:NAME (a model of models/, e.g. zoo:code-ar)' })
     .option('backend', { type: 'string', choices: BACKEND_NAMES as unknown as string[], default: 'auto', describe: 'tfjs backend' });
 }
 
@@ -239,7 +258,7 @@ async function main(): Promise<void> {
           .option('overwrite', { type: 'boolean', default: false, describe: 'start afresh even if the run folder holds a checkpoint' })
           .option('sample', { type: 'number', default: 0, describe: 'tokens to generate after training (0 = none)' })
           .option('allow-large', { type: 'boolean', default: false, describe: 'train even when the memory estimate exceeds what the machine (or the wasm heap) has' })
-          .option('init', { type: 'string', describe: 'copy same-named, same-shaped weights from this checkpoint first (e.g. a trained trunk under new Medusa heads)' })
+          .option('init', { type: 'string', describe: 'copy same-named, same-shaped weights from this checkpoint (file, run folder or zoo:NAME) first (e.g. a trained trunk under new Medusa heads)' })
           .check(positiveInt('sample')),
       (argv) => running(trainCommand)(argv),
     )

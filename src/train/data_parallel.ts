@@ -14,20 +14,21 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Config, TrainConfig } from '../config';
 import type { MtpModel } from '../model/create';
-import { AllReduceAborted, SharedAllReduce } from './all_reduce';
-import type { DataParallel, Trainer, TrainerState } from './trainer';
+import { SharedStep, SharedStepInit, StepAborted } from './shared_step';
+import type { Trainer } from './trainer';
 
 /** What a worker thread is started with. */
 export interface WorkerInit {
   config: Config;
   backend: string;
   rank: number;
-  exchange: ReturnType<typeof SharedAllReduce.create>;
+  shared: SharedStepInit;
   /** The run's token stream (shared, not copied per worker). */
   tokens: SharedArrayBuffer;
   tokenKind: 'uint8' | 'int32';
+  /** Every weight of rank 0's model (frozen ones included). */
   params: [string, Float32Array][];
-  state: TrainerState;
+  counters: { step: number; rngState: number; t: number };
 }
 
 /** Messages a worker posts to rank 0. */
@@ -75,51 +76,48 @@ export class WorkerGroup {
   private readonly exits: Promise<void>[] = [];
   private readonly digests = new Map<number, string>();
   private failure: string | undefined;
-  readonly reducer: SharedAllReduce;
-  readonly parallel: DataParallel;
+  private constructor(
+    readonly ranks: number,
+    readonly shared: SharedStep,
+  ) {}
 
   /**
-   * Starts ranks 1 … ranks−1 from `trainer`'s current state; `trainer` must then be rank 0 (build it with
-   * `group.parallel`, see trainRun). `tokens`: the run's token stream.
+   * Makes `trainer` (already holding the run's starting state) rank 0 of a group of `ranks`, and starts ranks 1 …
+   * ranks−1 from its state. `tokens`: the run's token stream.
    */
-  constructor(
-    readonly ranks: number,
-    config: Config,
-    backend: string,
-    model: MtpModel,
-    state: TrainerState,
-    exchangeLength: number,
-    tokens: Uint8Array | Int32Array,
-  ) {
-    const exchange = SharedAllReduce.create(ranks, exchangeLength);
-    this.reducer = new SharedAllReduce(exchange, 0);
-    this.parallel = { rank: 0, ranks, exchange: (c, cmd) => this.reducer.exchange(c, cmd) };
-    const shared = new SharedArrayBuffer(tokens.byteLength);
-    new Uint8Array(shared).set(new Uint8Array(tokens.buffer, tokens.byteOffset, tokens.byteLength));
-    const params = hostParams(model);
+  static async start(ranks: number, config: Config, backend: string, trainer: Trainer, rngState: number, tokens: Uint8Array | Int32Array): Promise<WorkerGroup> {
+    const init = SharedStep.create(ranks, trainer.paramLayout(), trainer.metricCount);
+    const shared = new SharedStep(init, 0, true);
+    const group = new WorkerGroup(ranks, shared);
+    await trainer.joinGroup({ rank: 0, ranks, shared }, true);
+    const sharedTokens = new SharedArrayBuffer(tokens.byteLength);
+    new Uint8Array(sharedTokens).set(new Uint8Array(tokens.buffer, tokens.byteOffset, tokens.byteLength));
+    const params = hostParams(trainer.model);
+    const counters = { step: trainer.step, rngState, t: trainer.optimizer.t };
     for (let rank = 1; rank < ranks; rank++) {
-      const w = spawnWorker({ config, backend, rank, exchange, tokens: shared, tokenKind: tokens instanceof Uint8Array ? 'uint8' : 'int32', params, state });
-      this.workers.push(w);
-      this.exits.push(
+      const w = spawnWorker({ config, backend, rank, shared: init, tokens: sharedTokens, tokenKind: tokens instanceof Uint8Array ? 'uint8' : 'int32', params, counters });
+      group.workers.push(w);
+      group.exits.push(
         new Promise<void>((resolve) => {
           w.on('message', (m: WorkerMessage) => {
-            if (m.type === 'done') this.digests.set(m.rank, m.weights);
-            else this.fail(`data-parallel worker ${m.rank} failed: ${m.message}`);
+            if (m.type === 'done') group.digests.set(m.rank, m.weights);
+            else group.fail(`data-parallel worker ${m.rank} failed: ${m.message}`);
           });
-          w.on('error', (e) => this.fail(`data-parallel worker ${rank} crashed: ${e.message}`));
+          w.on('error', (e) => group.fail(`data-parallel worker ${rank} crashed: ${e.message}`));
           w.on('exit', (code) => {
-            if (code !== 0) this.fail(`data-parallel worker ${rank} exited with code ${code}`);
-            else if (!this.digests.has(rank)) this.fail(`data-parallel worker ${rank} exited before the run ended`);
+            if (code !== 0) group.fail(`data-parallel worker ${rank} exited with code ${code}`);
+            else if (!group.digests.has(rank)) group.fail(`data-parallel worker ${rank} exited before the run ended`);
             resolve();
           });
         }),
       );
     }
+    return group;
   }
 
   private fail(message: string): void {
     this.failure ??= message;
-    this.reducer.abort();
+    this.shared.abort();
   }
 
   /** The first worker failure, if any (an aborted exchange at rank 0 is reported with it). */
@@ -132,7 +130,7 @@ export class WorkerGroup {
    * the abort woke rank 0, so this waits for it (or for every worker to exit, at most a few seconds).
    */
   async explain(e: unknown): Promise<unknown> {
-    if (!(e instanceof AllReduceAborted)) return e;
+    if (!(e instanceof StepAborted)) return e;
     const deadline = Date.now() + 5000;
     while (!this.failure && Date.now() < deadline) {
       const exited = await Promise.race([Promise.all(this.exits).then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 20))]);
@@ -161,7 +159,7 @@ export class WorkerGroup {
 
   /** Stops every worker at once (after an error at rank 0). */
   async terminate(): Promise<void> {
-    this.reducer.abort();
+    this.shared.abort();
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

@@ -1,6 +1,6 @@
 /**
  * A data-parallel worker thread (rank ≥ 1, see data_parallel.ts): builds the model from the run's config on its own
- * engine, takes rank 0's weights and optimiser state, and trains its shard of every batch in lockstep until rank 0
+ * engine, takes rank 0's weights (the optimiser state is shared), and trains its shard of every batch in lockstep until rank 0
  * sends STOP; then reports a digest of its weights, which rank 0 checks against its own.
  *
  * Fault injection for tests: MTP_DP_FAULT_STEP=n makes every worker throw before its step n.
@@ -10,11 +10,11 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend, BackendName } from '../backend/index';
 import { splitTrainVal } from '../data/corpus';
 import { createModel } from '../model/create';
-import { SharedAllReduce } from './all_reduce';
+import { SharedStep } from './shared_step';
 import { hostParams, weightsDigest, WorkerInit, WorkerMessage } from './data_parallel';
 import { StopRequested, Trainer } from './trainer';
 
-async function work(init: WorkerInit, reducer: SharedAllReduce): Promise<string> {
+async function work(init: WorkerInit, shared: SharedStep): Promise<string> {
   await initBackend(init.backend as BackendName);
   const tokens = init.tokenKind === 'uint8' ? new Uint8Array(init.tokens) : new Int32Array(init.tokens);
   const { train, val } = splitTrainVal(tokens);
@@ -26,12 +26,8 @@ async function work(init: WorkerInit, reducer: SharedAllReduce): Promise<string>
       v.assign(tf.tensor(data, v.shape, 'float32'));
     }
   });
-  const trainer = new Trainer(model, init.config.train, { train, val }, {
-    rank: init.rank,
-    ranks: init.exchange.ranks,
-    exchange: async (c, cmd) => reducer.exchangeSync(c, cmd),
-  });
-  trainer.restore(init.state);
+  const trainer = new Trainer(model, init.config.train, { train, val });
+  await trainer.joinGroup({ rank: init.rank, ranks: init.shared.ranks, shared }, false, init.counters);
   const faultStep = Number(process.env.MTP_DP_FAULT_STEP ?? NaN);
   try {
     for (;;) {
@@ -48,12 +44,12 @@ async function work(init: WorkerInit, reducer: SharedAllReduce): Promise<string>
 }
 
 const init = workerData as WorkerInit;
-const reducer = new SharedAllReduce(init.exchange, init.rank);
+const shared = new SharedStep(init.shared, init.rank, false);
 const post = (m: WorkerMessage) => parentPort!.postMessage(m);
-work(init, reducer).then(
+work(init, shared).then(
   (weights) => post({ type: 'done', rank: init.rank, weights }),
   (e: Error) => {
     post({ type: 'error', rank: init.rank, message: e.message });
-    reducer.abort(); // wakes every rank: rank 0 reports this message
+    shared.abort(); // wakes every rank: rank 0 reports this message
   },
 );

@@ -183,10 +183,7 @@ export async function trainRun(opts: RunOptions): Promise<RunResult> {
       if (opts.overwrite) for (const f of [ckptPath, prevPath]) fs.rmSync(f, { force: true });
       opts.init?.(model);
     }
-    if (ranks > 1) {
-      group = new WorkerGroup(ranks, config, backend, model, await trainer.state(), trainer.exchangeLength, tokens);
-      trainer.parallel = group.parallel;
-    }
+    if (ranks > 1) group = await WorkerGroup.start(ranks, config, backend, trainer, (await trainer.state()).rngState, tokens);
     opts.onStart?.({ config, model, resumedFrom: checkpoint?.header.step, workers: ranks });
     writeFileDurable(path.join(opts.outDir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
     if (checkpoint) {

@@ -8,9 +8,10 @@
  * before the weights are touched.
  *
  * Data-parallel (`parallel`): every rank samples the same global batch (same random stream), computes
- * the loss and gradients of its share of the rows, weighted by its share, and the ranks sum them over
- * shared memory (all_reduce.ts); every rank then clips and applies the same AdamW update to identical
- * weights. The result equals single-rank training on the global batch up to float summation order.
+ * the loss and gradients of its share of the rows, weighted by its share, and the ranks sum them and
+ * apply AdamW over shared memory, each rank its own slice (shared_step.ts); every rank then copies the
+ * shared weights into its engine. The result equals single-rank training on the global batch up to
+ * float summation order.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { TrainConfig } from '../config';
@@ -19,7 +20,7 @@ import type { Batch } from '../data/batch';
 import type { MtpModel } from '../model/create';
 import { Rng } from '../util/rng';
 import { AdamW, AdamWState } from './adamw';
-import { Command, CommandValue } from './all_reduce';
+import { Command, ParamLayout, SharedStep } from './shared_step';
 import { evaluate, EvalResult, HeadMetrics } from './evaluate';
 import { lrAt } from './schedule';
 
@@ -66,8 +67,7 @@ export class NonFiniteLossError extends Error {
 export interface DataParallel {
   rank: number;
   ranks: number;
-  /** Sums every rank's contribution (same order on every rank) and returns every rank's command. */
-  exchange(contribution: Float32Array, command?: CommandValue): Promise<{ sum: Float32Array; commands: CommandValue[] }>;
+  shared: SharedStep;
 }
 
 /** Thrown at a data-parallel worker when rank 0 ends the run (not an error). */
@@ -145,16 +145,43 @@ export class Trainer {
     return { step: this.step, loss, lr, gradNorm: norm, heads, tokens: B * T, ms: performance.now() - t0 };
   }
 
-  /** Floats each rank contributes per step: every trainable parameter's gradient, then the loss and (loss, acc) per head. */
-  get exchangeLength(): number {
-    let n = 0;
-    for (const p of this.optimizer.params.values()) n += p.size;
-    return n + 1 + 2 * this.model.k;
+  /** The trainable parameters in the optimiser's order, as the data-parallel step lays them out. */
+  paramLayout(): ParamLayout {
+    const vars = [...this.optimizer.params];
+    return {
+      names: vars.map(([name]) => name),
+      sizes: vars.map(([, v]) => v.size),
+      decay: vars.map(([, v]) => v.rank >= 2),
+      lrScale: vars.map(([name]) => this.optimizer.lrScale.get(name) ?? 1),
+    };
+  }
+
+  /** Metric floats per step: the loss, then (loss, acc) per head. */
+  get metricCount(): number {
+    return 1 + 2 * this.model.k;
   }
 
   /** Tells the other ranks to stop (rank 0, instead of a step); they end with StopRequested. */
   async stopPeers(): Promise<void> {
-    if (this.parallel && this.parallel.ranks > 1) await this.parallel.exchange(new Float32Array(this.exchangeLength), Command.STOP);
+    const dp = this.parallel;
+    if (!dp || dp.ranks <= 1) return;
+    await dp.shared.step(new Float32Array(dp.shared.P + this.metricCount), Command.STOP, this.hyper(0));
+  }
+
+  private hyper(lr: number): Parameters<SharedStep['step']>[2] {
+    const { beta1, beta2, eps, weightDecay, gradClip } = this.cfg;
+    return { lr, t: this.optimizer.t + 1, beta1, beta2, eps, weightDecay, gradClip };
+  }
+
+  /** Copies the shared weights into this rank's variables. */
+  private loadSharedWeights(shared: SharedStep): void {
+    tf.tidy(() => {
+      let off = 0;
+      for (const v of this.optimizer.params.values()) {
+        v.assign(tf.tensor(shared.params.subarray(off, off + v.size), v.shape, 'float32'));
+        off += v.size;
+      }
+    });
   }
 
   /** A data-parallel step on this rank's rows of the global batch (see the file comment). */
@@ -168,7 +195,8 @@ export class Trainer {
     for (let i = 0; i < k; i++) targetRows.set(batch.targets.subarray(i * B * T + lo * T, i * B * T + hi * T), i * rows * T);
     const inputs = tf.tensor2d(batch.inputs.subarray(lo * T, hi * T), [rows, T], 'int32');
     const targets = tf.tensor3d(targetRows, [k, rows, T], 'int32');
-    const contribution = new Float32Array(this.exchangeLength);
+    const P = dp.shared.P;
+    const contribution = new Float32Array(P + this.metricCount);
     const { loss: value, heads: headT, grads } = this.model.lossAndGrads(inputs, targets, this.cfg.backward, this.step / Math.max(1, this.cfg.steps));
     try {
       let off = 0;
@@ -183,34 +211,19 @@ export class Trainer {
       const packed = tf.tidy(() => tf.stack([value, ...headT.flatMap((h) => [h.loss, h.acc])]));
       const metrics = packed.dataSync();
       packed.dispose();
-      for (let i = 0; i < metrics.length; i++) contribution[off + i] = metrics[i] * share;
+      for (let i = 0; i < metrics.length; i++) contribution[P + i] = metrics[i] * share;
     } finally {
       tf.dispose([inputs, targets, value, ...headT.flatMap((h) => [h.loss, h.acc]), ...Object.values(grads)]);
     }
-    const { sum, commands } = await dp.exchange(contribution);
+    const { commands, metrics, norm } = await dp.shared.step(contribution, Command.CONTINUE, this.hyper(lr));
     if (commands[0] === Command.STOP) throw new StopRequested();
-    const P = sum.length - 1 - 2 * k;
-    let squares = 0;
-    for (let i = 0; i < P; i++) squares += sum[i] * sum[i];
-    const norm = Math.sqrt(squares);
-    const loss = sum[P];
+    const loss = metrics[0];
     if (!Number.isFinite(loss) || !Number.isFinite(norm)) throw new NonFiniteLossError(this.step + 1, loss, norm);
-    const { gradClip } = this.cfg;
-    const averaged: tf.NamedTensorMap = {};
-    let off = 0;
-    for (const p of this.optimizer.params.values()) {
-      averaged[p.name] = tf.tensor(sum.subarray(off, off + p.size), p.shape, 'float32');
-      off += p.size;
-    }
-    const scale = tf.scalar(gradClip > 0 ? Math.min(1, gradClip / (norm + 1e-6)) : 1);
-    try {
-      this.optimizer.apply(averaged, lr, scale);
-    } finally {
-      tf.dispose([scale, ...Object.values(averaged)]);
-    }
+    this.optimizer.t += 1;
+    this.loadSharedWeights(dp.shared);
     this.step += 1;
     const heads: HeadMetrics[] = [];
-    for (let i = 0; i < k; i++) heads.push({ loss: sum[P + 1 + 2 * i], acc: sum[P + 2 + 2 * i] });
+    for (let i = 0; i < k; i++) heads.push({ loss: metrics[1 + 2 * i], acc: metrics[2 + 2 * i] });
     return { step: this.step, loss, lr, gradNorm: norm, heads, tokens: B * T, ms: performance.now() - t0 };
   }
 
@@ -220,7 +233,41 @@ export class Trainer {
   }
 
   async state(): Promise<TrainerState> {
-    return { step: this.step, rngState: this.rng.state, optimizer: await this.optimizer.state() };
+    const dp = this.parallel;
+    if (!dp || dp.ranks <= 1) return { step: this.step, rngState: this.rng.state, optimizer: await this.optimizer.state() };
+    // data-parallel: the moments live in shared memory (every rank's slice, complete between steps)
+    const m = new Map<string, Float32Array>();
+    const v = new Map<string, Float32Array>();
+    let off = 0;
+    for (const [name, p] of this.optimizer.params) {
+      m.set(name, dp.shared.m.slice(off, off + p.size));
+      v.set(name, dp.shared.v.slice(off, off + p.size));
+      off += p.size;
+    }
+    return { step: this.step, rngState: this.rng.state, optimizer: { t: this.optimizer.t, m, v } };
+  }
+
+  /**
+   * Joins a data-parallel group: the shared weights and moments are filled from this trainer (rank 0, `publish`), or
+   * this trainer takes them (a worker), with the step, sampler state and Adam step count of rank 0.
+   */
+  async joinGroup(dp: DataParallel, publish: boolean, counters?: { step: number; rngState: number; t: number }): Promise<void> {
+    if (publish) {
+      const state = await this.optimizer.state();
+      let off = 0;
+      for (const [name, p] of this.optimizer.params) {
+        dp.shared.params.set((await p.data()) as Float32Array, off);
+        dp.shared.m.set(state.m.get(name)!, off);
+        dp.shared.v.set(state.v.get(name)!, off);
+        off += p.size;
+      }
+    } else {
+      this.loadSharedWeights(dp.shared);
+      this.step = counters!.step;
+      this.rng = new Rng(counters!.rngState);
+      this.optimizer.t = counters!.t;
+    }
+    this.parallel = dp;
   }
 
   /** Continues from a saved state (weights are restored separately, by the checkpoint loader). */

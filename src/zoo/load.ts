@@ -110,10 +110,10 @@ export function readZooWeights(name: string, entry: ZooEntry, dir: string): Map<
 }
 
 /**
- * Loads a zoo model: the manifest entry of `name`, its weights verified (sha256) and assigned to a model built from
- * the recorded config. Errors name the manifest or the file and what to do (unknown name: the names there are).
+ * A zoo model as a checkpoint (weights only, verified): what `mtp train --init=zoo:NAME` copies from, and what
+ * loadZooModel loads. Errors name the manifest or the file and what to do (unknown name: the names there are).
  */
-export function loadZooModel(name: string, opts: ZooOptions = {}): ZooModel {
+export function zooCheckpoint(name: string, opts: ZooOptions = {}): { checkpoint: Checkpoint; entry: ZooEntry } {
   const dir = opts.dir ?? DEFAULT_ZOO_DIR;
   const manifest = readManifest(dir);
   const entry = manifest.models[name];
@@ -122,10 +122,9 @@ export function loadZooModel(name: string, opts: ZooOptions = {}): ZooModel {
     throw new Error(`no model '${name}' in ${manifestPath(dir)}; it holds: ${names.join(', ') || 'none'}`);
   }
   const values = readZooWeights(name, entry, dir);
-  const config = entry.config;
   const checkpoint: Checkpoint = {
     header: {
-      config,
+      config: entry.config,
       tokenizer: entry.tokenizer,
       step: entry.steps,
       tensors: entry.tensors.map((t) => ({ name: `param/${t.name}`, shape: t.shape, offset: t.offset, length: values.get(t.name)!.length })),
@@ -133,6 +132,13 @@ export function loadZooModel(name: string, opts: ZooOptions = {}): ZooModel {
     tensors: new Map([...values].map(([n, v]) => [`param/${n}`, v])),
     file: path.resolve(dir, entry.weights),
   };
+  return { checkpoint, entry };
+}
+
+/** Loads a zoo model: its verified weights (zooCheckpoint) assigned to a model built from the recorded config. */
+export function loadZooModel(name: string, opts: ZooOptions = {}): ZooModel {
+  const { checkpoint, entry } = zooCheckpoint(name, opts);
+  const config = entry.config;
   const model = createModel(config.model);
   try {
     loadParams(checkpoint, config.model, model.params, `zoo model '${name}' (${checkpoint.file})`);
