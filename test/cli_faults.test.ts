@@ -148,7 +148,7 @@ describe('mtp on full and read-only disks', () => {
 });
 
 describe('mtp path and flag mistakes', () => {
-  it('--ckpt takes a run folder; a folder without a checkpoint, --out under /proc and --resume with --overwrite are clear errors', () => {
+  it('--ckpt takes a run folder or zoo:NAME; a folder without a checkpoint, an unknown zoo model, --out under /proc and --resume with --overwrite are clear errors', () => {
     const dir = tmpDir();
     expect(mtp(['train', ...NANO, '--train.steps=2', `--out=${dir}`]).status).toBe(0);
     const g = mtp(['generate', `--ckpt=${dir}`, '--tokens=3', '--backend=wasm']);
@@ -160,5 +160,9 @@ describe('mtp path and flag mistakes', () => {
     expect(proc.status).toBe(1);
     expect(proc.out).toMatch(/could not create the run folder \/proc\/mtp-lab\/run: no such file or folder \(ENOENT\)/);
     expect(mtp(['train', ...NANO, `--out=${dir}`, '--resume', '--overwrite']).out).toMatch(/--resume and --overwrite contradict each other/);
+    const zoo = mtp(['generate', '--ckpt=zoo:code-ar', '--tokens=3', '--backend=wasm']);
+    expect(zoo.status, zoo.out).toBe(0);
+    expect(zoo.out).toMatch(/zoo model code-ar \(step \d+/);
+    expect(mtp(['generate', '--ckpt=zoo:nope']).out).toMatch(/no model 'nope' in \S+manifest\.json; it holds: code-ar/);
   }, 120_000);
 });
