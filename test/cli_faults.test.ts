@@ -164,5 +164,8 @@ describe('mtp path and flag mistakes', () => {
     expect(zoo.status, zoo.out).toBe(0);
     expect(zoo.out).toMatch(/zoo model code-ar \(step \d+/);
     expect(mtp(['generate', '--ckpt=zoo:nope']).out).toMatch(/no model 'nope' in \S+manifest\.json; it holds: code-ar/);
+    const help = mtp(['train', '--preset=deep', '--help']).out;
+    expect(help).toMatch(/transformer blocks in the trunk;[\s\S]*\[deep: 8\]/); // the preset's values, not the defaults
+    expect(help).toMatch(/optimizer steps to run \[deep: 2000\]/);
   }, 120_000);
 });

@@ -26,12 +26,12 @@ import {
 /** Fields that are objects, set through their own sub-flags, not one flag. */
 const NESTED = new Set(['mtp']);
 
-function addSection<T extends object>(y: Argv, section: string, defaults: T, docs: { [K in keyof T]: string }): Argv {
+function addSection<T extends object>(y: Argv, section: string, defaults: T, docs: { [K in keyof T]: string }, preset?: string): Argv {
   for (const key of Object.keys(defaults) as (keyof T & string)[]) {
     if (NESTED.has(key)) continue;
     const def = defaults[key];
     y = y.option(`${section}.${key}`, {
-      describe: `${docs[key]} [default: ${JSON.stringify(def)}]`,
+      describe: `${docs[key]} [${preset ? `${preset}` : 'default'}: ${JSON.stringify(def)}]`,
       type: typeof def === 'number' ? 'number' : typeof def === 'boolean' ? 'boolean' : 'string',
       group: `${section} config:`,
     });
@@ -62,12 +62,23 @@ function addMtp(y: Argv): Argv {
   return y;
 }
 
-/** Adds --preset and every config field as a flag. */
-export function withConfigOptions(y: Argv): Argv {
-  y = y.option('preset', { describe: 'starting point before overrides', choices: PRESET_NAMES as unknown as string[], type: 'string' });
-  y = addSection(y, 'model', MODEL_DEFAULTS, MODEL_DOCS);
+/** The --preset given on the command line, if any (so --help can show that preset's values). */
+function presetInArgs(args: readonly string[]): PresetName | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i].startsWith('--preset=') ? args[i].slice(9) : args[i] === '--preset' ? args[i + 1] : undefined;
+    if (name !== undefined && (PRESET_NAMES as readonly string[]).includes(name)) return name as PresetName;
+  }
+  return undefined;
+}
+
+/** Adds --preset and every config field as a flag; the help shows the values of the --preset given (`args`), if any. */
+export function withConfigOptions(y: Argv, args: readonly string[] = process.argv.slice(2)): Argv {
+  const preset = presetInArgs(args);
+  const p = preset ? PRESETS[preset] : { model: {}, train: {} };
+  y = y.option('preset', { describe: 'starting point before overrides (--help shows its values when given)', choices: PRESET_NAMES as unknown as string[], type: 'string' });
+  y = addSection(y, 'model', { ...MODEL_DEFAULTS, ...p.model }, MODEL_DOCS, preset);
   y = addMtp(y);
-  return addSection(y, 'train', TRAIN_DEFAULTS, TRAIN_DOCS);
+  return addSection(y, 'train', { ...TRAIN_DEFAULTS, ...p.train }, TRAIN_DOCS, preset);
 }
 
 /** Parses a comma list of numbers ('' = empty list). */
