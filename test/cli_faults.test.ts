@@ -27,15 +27,32 @@ function mtp(args: string[]): { status: number | null; out: string } {
   return { status: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
-/** Starts the CLI, kills it with `signal` after `ms`; resolves with its exit code (or the signal) and output. */
-function mtpKilled(args: string[], ms: number, signal: NodeJS.Signals): Promise<{ code: number | null; signal: string | null; out: string }> {
+/** Size of a file, 0 when missing. */
+function sizeOf(file: string): number {
+  return fs.existsSync(file) ? fs.statSync(file).size : 0;
+}
+
+/**
+ * Starts the CLI training into `dir` and kills it with `signal` `ms` after the run has logged a new step (so the kill
+ * lands in training, evaluation or a checkpoint write whatever the machine's start-up time); resolves with its exit
+ * code (or the signal) and output.
+ */
+function mtpKilled(args: string[], dir: string, ms: number, signal: NodeJS.Signals): Promise<{ code: number | null; signal: string | null; out: string }> {
   return new Promise((resolve) => {
+    const log = path.join(dir, 'metrics.jsonl');
+    const before = sizeOf(log);
     const child = spawn(process.execPath, [...CLI, ...args], { cwd: ROOT });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
-    const timer = setTimeout(() => child.kill(signal), ms);
+    let timer: NodeJS.Timeout | undefined;
+    const poll = setInterval(() => {
+      if (sizeOf(log) === before) return;
+      clearInterval(poll);
+      timer = setTimeout(() => child.kill(signal), ms);
+    }, 20);
     child.on('exit', (code, sig) => {
+      clearInterval(poll);
       clearTimeout(timer);
       resolve({ code, signal: sig, out });
     });
@@ -76,8 +93,8 @@ function tmpfsRunner(): { run: (script: string, sizeKb: number) => { status: num
 }
 
 describe('mtp train under kills and signals', () => {
-  it('20 random kill -9 during a nano run, each followed by --resume, end bit for bit where the uninterrupted run ends', async () => {
-    const steps = ['--train.steps=150', '--train.evalEvery=5'];
+  it('20 kill -9 at random moments of a nano run, each followed by --resume, end bit for bit where the uninterrupted run ends', async () => {
+    const steps = ['--train.steps=400', '--train.evalEvery=5'];
     const straight = tmpDir();
     const s = mtp(['train', ...NANO, ...steps, `--out=${straight}`]);
     expect(s.status, s.out).toBe(0);
@@ -89,7 +106,7 @@ describe('mtp train under kills and signals', () => {
     while (kills < 20) {
       const resume = fs.existsSync(path.join(dir, 'model.ckpt'));
       resumes += resume ? 1 : 0;
-      const r = await mtpKilled(['train', ...NANO, ...steps, `--out=${dir}`, ...(resume ? ['--resume'] : [])], 400 + rng.int(2600), 'SIGKILL');
+      const r = await mtpKilled(['train', ...NANO, ...steps, `--out=${dir}`, ...(resume ? ['--resume'] : [])], dir, rng.int(800), 'SIGKILL');
       if (r.signal === 'SIGKILL') kills += 1;
       else expect(r.code, r.out).toBe(0); // it finished before the kill: start over to keep killing
       if (r.code === 0) fs.rmSync(dir, { recursive: true, force: true });
@@ -99,7 +116,7 @@ describe('mtp train under kills and signals', () => {
     expect(resumes).toBeGreaterThan(5);
     const a = readCheckpoint(path.join(straight, 'model.ckpt'));
     const b = readCheckpoint(path.join(dir, 'model.ckpt'));
-    expect(b.header.step).toBe(150);
+    expect(b.header.step).toBe(400);
     expect(b.header.sha256).toEqual(a.header.sha256); // weights and Adam moments, bit for bit
     expect(b.header.rngState).toBe(a.header.rngState);
     expect(metricsOf(dir)).toEqual(metricsOf(straight));
@@ -108,7 +125,7 @@ describe('mtp train under kills and signals', () => {
 
   it('SIGTERM stops after the current step with a checkpoint (exit 143); --resume finishes the run', async () => {
     const dir = tmpDir();
-    const r = await mtpKilled(['train', ...NANO, '--train.steps=100000', '--train.evalEvery=1000', `--out=${dir}`], 4000, 'SIGTERM');
+    const r = await mtpKilled(['train', ...NANO, '--train.steps=100000', '--train.evalEvery=1000', `--out=${dir}`], dir, 1000, 'SIGTERM');
     expect(r.code, r.out).toBe(143);
     expect(r.out).toMatch(/SIGTERM: stopping after the current step[\s\S]*stopped \(SIGTERM\) after step (\d+)/);
     const step = Number(/after step (\d+)/.exec(r.out)![1]);

@@ -56,6 +56,6 @@ describe('config', () => {
   });
 
   it('rejects an unknown preset, naming the allowed ones', () => {
-    expect(() => resolveConfig('huge' as never)).toThrow(/unknown preset 'huge'; allowed: nano, tiny, small, medium/);
+    expect(() => resolveConfig('huge' as never)).toThrow(/unknown preset 'huge'; allowed: nano, tiny, deep, small, medium/);
   });
 });

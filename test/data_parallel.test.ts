@@ -116,6 +116,6 @@ describe('data-parallel training', () => {
     expect(fs.existsSync(path.join(dir, 'run.lock'))).toBe(false);
     expect(tf.memory().numTensors).toBe(before);
     const log = fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8');
-    expect(log).toMatch(/"type":"error","step":7,"message":"data-parallel worker [12] failed: injected fault before step 7"/);
+    expect(log).toMatch(/"type":"error","step":[67],"message":"data-parallel worker [12] failed: injected fault before step 7"/); // rank 0 may be in step 6 or 7
   }, 120_000);
 });
