@@ -23,15 +23,16 @@ describe('committed zoo models', () => {
   });
 
   for (const listed of models) {
-    it(`${listed.name} loads hash-checked and reproduces its recorded validation loss`, async () => {
+    it(`${listed.name} loads hash-checked and reproduces its recorded validation loss, every head`, async () => {
       const z = loadZooModel(listed.name);
       const { config, tokenizer } = z;
       const corpus = loadCorpus(config.train.corpus, { maxBytes: config.train.maxCorpusBytes || undefined });
       const { val } = splitTrainVal(config.train.tokenizer === 'byte' ? corpus.bytes : tokenizer.encode(corpus.text));
       const batches = evalBatches(val, config.train.batchSize, config.model.blockSize, z.model.k, config.train.evalBatches).slice(0, 2);
       const r = await evaluate(z.model, batches);
-      const recorded = z.entry.valLoss.heads[0].loss;
-      expect(Math.abs(r.heads[0].loss - recorded), `measured ${r.heads[0].loss}, recorded ${recorded}`).toBeLessThan(0.1);
+      z.entry.valLoss.heads.forEach((recorded, i) => {
+        expect(Math.abs(r.heads[i].loss - recorded.loss), `head ${i + 1}: measured ${r.heads[i].loss}, recorded ${recorded.loss}`).toBeLessThan(0.1);
+      });
       z.model.dispose();
     }, 60_000);
   }
