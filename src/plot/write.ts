@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
+import { writeFileDurable } from '../util/files';
 import { FIGURE_SIZE, Figure, JsonObject } from './theme';
 
 export const CHROMIUM_PATH = '/usr/bin/chromium';
@@ -84,17 +85,9 @@ export function figureHtml(fig: Figure, plotlySrc?: string): string {
   );
 }
 
-/** Writes a file atomically: a temporary file beside it, then rename (readers see the old or the new file, never half). */
+/** Writes a file durably (src/util/files.ts): readers see the old or the new file, never half; errors name path and cause. */
 export function writeAtomic(file: string, content: string | Uint8Array): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-  try {
-    fs.writeFileSync(tmp, content);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
+  writeFileDurable(file, typeof content === 'string' ? content : [content]); // every byte checked, fsynced, renamed
 }
 
 export interface PngOptions {
