@@ -147,6 +147,38 @@ if (SKIP) console.log('notebooks: execution tests skipped (MTP_SKIP_NOTEBOOKS=1)
   }
 });
 
+(SKIP ? describe.skip : describe)('the library inside the tslab kernel', () => {
+  it('trains with data-parallel worker threads (the kernel loads src/ as .js modules; the workers still find their .ts)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mtp-kernel-'));
+    try {
+      const src = (m: string) => JSON.stringify(`./src/${m}`); // the repo's kernel runs at the repository root
+      const source = [
+        `import { initBackend, resolveConfig } from ${src('index')};`,
+        `import { trainRun } from ${src('node')};`,
+        "await initBackend('wasm');",
+        "const cfg = resolveConfig('nano', { train: { steps: 4, evalEvery: 4, workers: 2, corpus: 'prose', maxCorpusBytes: 20000 } });",
+        `const r = await trainRun({ config: cfg, outDir: ${JSON.stringify(path.join(dir, 'run'))} });`,
+        "console.log('trained', r.steps, 'steps with', cfg.train.workers, 'workers');",
+        'r.model.dispose();',
+      ].join('\n');
+      const nb = { cells: [{ cell_type: 'code', execution_count: null, id: 'dp', metadata: {}, outputs: [], source }], metadata: { kernelspec: { display_name: 'TypeScript', language: 'typescript', name: 'tslab' } }, nbformat: 4, nbformat_minor: 5 };
+      const file = path.join(dir, 'dp.ipynb');
+      fs.writeFileSync(file, JSON.stringify(nb));
+      const proc = spawnSync(JUPYTER, ['nbconvert', '--to', 'notebook', '--execute', '--allow-errors', '--ExecutePreprocessor.kernel_name=tslab', '--output-dir', dir, '--output', 'out.ipynb', file], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        timeout: 300_000,
+        env: { ...process.env, JUPYTER_PATH: [NOTEBOOK_DIR, process.env.JUPYTER_PATH].filter(Boolean).join(path.delimiter) },
+      });
+      expect(proc.status, proc.stderr).toBe(0);
+      const outputs = codeCells(readNotebook(path.join(dir, 'out.ipynb'))).flatMap((c) => c.outputs ?? []);
+      expect(outputs.map((o) => joined(o.text) || JSON.stringify(o)).join('\n')).toMatch(/trained 4 steps with 2 workers/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
+});
+
 (SKIP ? describe.skip : describe)('saved figures draw in the notebook server', () => {
   it('every figure of a committed notebook plots, with plotly.js loaded once from the server', async () => {
     const name = NOTEBOOKS.find((n) => fs.readFileSync(path.join(NOTEBOOK_DIR, n), 'utf8').includes('id=\\"mtp-figure-'));

@@ -9,6 +9,7 @@
  * last checkpoint stays as it was).
  */
 import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -62,12 +63,15 @@ export function hostParams(model: MtpModel): [string, Float32Array][] {
   return [...model.params].map(([name, v]) => [name, v.dataSync() as Float32Array]);
 }
 
-/** The worker thread for a rank: tsx registers TypeScript when running from source; a bundle ships the .js beside itself. */
+/**
+ * The worker thread for a rank: a bundle ships data_parallel_worker.js beside itself; from source (tsx, vitest, the
+ * tslab kernel, whose modules report a .js name) tsx registers TypeScript in the thread and loads the .ts file.
+ */
 function spawnWorker(init: WorkerInit): Worker {
-  const ext = path.extname(__filename);
-  const file = path.join(__dirname, `data_parallel_worker${ext}`);
-  if (ext === '.ts') return new Worker(`require('tsx/cjs'); require(${JSON.stringify(file)});`, { eval: true, workerData: init });
-  return new Worker(file, { workerData: init });
+  const base = path.join(__dirname, 'data_parallel_worker');
+  if (fs.existsSync(`${base}.js`)) return new Worker(`${base}.js`, { workerData: init });
+  if (fs.existsSync(`${base}.ts`)) return new Worker(`require('tsx/cjs'); require(${JSON.stringify(`${base}.ts`)});`, { eval: true, workerData: init });
+  throw new Error(`train.workers > 1 needs ${base}.ts (run from source with tsx) or a bundled ${base}.js beside this script; set train.workers to 1`);
 }
 
 /** A running group of workers around rank 0's trainer. */
