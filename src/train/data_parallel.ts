@@ -33,7 +33,11 @@ export interface WorkerInit {
 }
 
 /** Messages a worker posts to rank 0. */
-export type WorkerMessage = { type: 'done'; rank: number; weights: string } | { type: 'error'; rank: number; message: string };
+export type WorkerMessage =
+  | { type: 'done'; rank: number; weights: string }
+  | { type: 'error'; rank: number; message: string }
+  /** Stopped because another rank failed (that rank reports why). */
+  | { type: 'aborted'; rank: number };
 
 /** Backends whose engines can run in worker threads here. */
 const PARALLEL_BACKENDS = ['wasm', 'cpu'];
@@ -103,14 +107,16 @@ export class WorkerGroup {
       group.workers.push(w);
       group.exits.push(
         new Promise<void>((resolve) => {
+          let aborted = false;
           w.on('message', (m: WorkerMessage) => {
             if (m.type === 'done') group.digests.set(m.rank, m.weights);
+            else if (m.type === 'aborted') aborted = true;
             else group.fail(`data-parallel worker ${m.rank} failed: ${m.message}`);
           });
           w.on('error', (e) => group.fail(`data-parallel worker ${rank} crashed: ${e.message}`));
           w.on('exit', (code) => {
             if (code !== 0) group.fail(`data-parallel worker ${rank} exited with code ${code}`);
-            else if (!group.digests.has(rank)) group.fail(`data-parallel worker ${rank} exited before the run ended`);
+            else if (!group.digests.has(rank) && !aborted) group.fail(`data-parallel worker ${rank} exited before the run ended`);
             resolve();
           });
         }),

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend, BackendName } from '../backend/index';
 import { splitTrainVal } from '../data/corpus';
 import { createModel } from '../model/create';
-import { SharedStep } from './shared_step';
+import { SharedStep, StepAborted } from './shared_step';
 import { hostParams, weightsDigest, WorkerInit, WorkerMessage } from './data_parallel';
 import { StopRequested, Trainer } from './trainer';
 
@@ -49,6 +49,7 @@ const post = (m: WorkerMessage) => parentPort!.postMessage(m);
 work(init, shared).then(
   (weights) => post({ type: 'done', rank: init.rank, weights }),
   (e: Error) => {
+    if (e instanceof StepAborted) return post({ type: 'aborted', rank: init.rank }); // another rank failed and says why
     post({ type: 'error', rank: init.rank, message: e.message });
     shared.abort(); // wakes every rank: rank 0 reports this message
   },
