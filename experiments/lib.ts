@@ -32,10 +32,9 @@ import { splitTrainVal } from '../src/data/corpus';
 import type { MtpModel } from '../src/model/create';
 import type { Tokenizer } from '../src/data/tokenizer';
 import { evaluate, EvalResult } from '../src/train/evaluate';
-import { copyParams, readCheckpoint } from '../src/train/checkpoint';
-import { MedusaModel } from '../src/model/medusa';
-import { makeDir } from '../src/util/files';
-import { CHECKPOINT_FILE, loadModel, prepareData, trainRun, writeFileAtomic } from '../src/train/run';
+import { initFromCheckpoint, readCheckpoint } from '../src/train/checkpoint';
+import { makeDir, writeFileDurable } from '../src/util/files';
+import { CHECKPOINT_FILE, loadModel, prepareData, trainRun } from '../src/train/run';
 import { FigureWriter, writeCsv } from '../src/plot/write';
 import { Rng } from '../src/util/rng';
 import { parseJobs, runJobs, TrainJob } from './jobs';
@@ -100,14 +99,14 @@ export async function startExperiment(name: string, describe: string, extra: (y:
   const backend = await initBackend(argv.backend as BackendName);
   const exp: Experiment = { name, quick, outDir, workDir, backend, base, args: argv, fresh: argv.fresh as boolean, jobs };
   const options = Object.fromEntries(Object.entries(argv).filter(([k]) => !['_', '$0', 'jobs', 'plan'].includes(k) && !k.includes('.')));
-  writeFileAtomic(path.join(outDir, 'config.json'), JSON.stringify({ experiment: name, options, base }, null, 2) + '\n');
+  writeFileDurable(path.join(outDir, 'config.json'), JSON.stringify({ experiment: name, options, base }, null, 2) + '\n');
   return exp;
 }
 
 /** Writes rows as results.json (with context) and results.csv. */
 export function saveResults(exp: Experiment, rows: object[], extra: object = {}, name = 'results'): void {
   const payload = { experiment: exp.name, quick: exp.quick, backend: exp.backend, date: new Date().toISOString(), ...extra, rows };
-  writeFileAtomic(path.join(exp.outDir, `${name}.json`), JSON.stringify(payload, null, 2) + '\n');
+  writeFileDurable(path.join(exp.outDir, `${name}.json`), JSON.stringify(payload, null, 2) + '\n');
   writeCsv(rows, path.join(exp.outDir, `${name}.csv`));
 }
 
@@ -158,7 +157,7 @@ export function modelJobs(exp: Experiment, specs: ModelSpec[]): TrainJob[] {
 export async function declareModels(exp: Experiment, specs: ModelSpec[]): Promise<void> {
   const jobs = modelJobs(exp, specs);
   if (exp.planFile !== undefined) {
-    writeFileAtomic(exp.planFile, JSON.stringify({ experiment: exp.name, jobs }, null, 2) + '\n');
+    writeFileDurable(exp.planFile, JSON.stringify({ experiment: exp.name, jobs }, null, 2) + '\n');
     process.exit(0);
   }
   if (exp.jobs === undefined || jobs.length === 0) return;
@@ -207,8 +206,7 @@ function loggedTokensPerSec(dir: string): number {
 /** Sets a fresh model's weights from a checkpoint, as `mtp train --init` does (same-named, same-shaped tensors; Medusa heads from the LM head). */
 function initFrom(file: string): (m: MtpModel) => void {
   return (m) => {
-    copyParams(readCheckpoint(file), m.params, file);
-    if (m instanceof MedusaModel) m.initHeads();
+    initFromCheckpoint(readCheckpoint(file), m, file);
   };
 }
 

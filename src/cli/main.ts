@@ -22,8 +22,7 @@ import { generate } from '../decode/ar';
 import type { Tokenizer } from '../data/tokenizer';
 import type { Transformer } from '../model/transformer';
 import { evaluate } from '../train/evaluate';
-import { MedusaModel } from '../model/medusa';
-import { Checkpoint, copyParams, readCheckpoint } from '../train/checkpoint';
+import { Checkpoint, initFromCheckpoint, readCheckpoint } from '../train/checkpoint';
 import { loadZooModel, zooCheckpoint } from '../zoo/load';
 import type { MtpModel } from '../model/create';
 import { CHECKPOINT_FILE, loadModel, trainRun } from '../train/run';
@@ -99,7 +98,6 @@ function describeVal(r: { loss: number; heads: { loss: number }[] }): string {
 
 async function trainCommand(argv: Record<string, unknown>): Promise<void> {
   const cfg = configFromArgs(argv);
-  if (argv.resume && argv.overwrite) throw new Error('--resume and --overwrite contradict each other: --resume continues the run folder’s checkpoint, --overwrite deletes it; pass one');
   const backend = await initBackend(cfg.train.backend);
   const outDir = (argv.out as string | undefined) ?? `runs/${(argv.preset as string | undefined) ?? 'custom'}`;
   const bar = progressBar('train', 'loss {loss} | top-1 per head {acc} | {tps} tok/s | val {val}');
@@ -116,8 +114,7 @@ async function trainCommand(argv: Record<string, unknown>): Promise<void> {
     signal: stop.controller.signal,
     init: initFrom
       ? (model) => {
-          const n = fromFlag('init', () => copyParams(openCheckpoint(initFrom), model.params, initFrom));
-          if (model instanceof MedusaModel) model.initHeads(); // W2 = a copy of the loaded LM head
+          const n = fromFlag('init', () => initFromCheckpoint(openCheckpoint(initFrom), model, initFrom));
           console.log(`initialised ${n} parameter tensors from ${initFrom}`);
         }
       : undefined,

@@ -17,6 +17,8 @@ import * as fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import type { Config, ModelConfig } from '../config';
 import type { TokenizerSpec } from '../data/tokenizer';
+import type { MtpModel } from '../model/create';
+import { MedusaModel } from '../model/medusa';
 import type { ParamMap } from '../model/params';
 import { errorCode, fsCause, writeFileDurable } from '../util/files';
 import type { TrainerState } from './trainer';
@@ -263,6 +265,16 @@ export function copyParams(ckpt: Checkpoint, params: ParamMap, file = 'checkpoin
     }
   });
   if (copied === 0) throw new Error(`${file} shares no parameter (same name and shape) with the model`);
+  return copied;
+}
+
+/**
+ * Starts a fresh model from a checkpoint (`mtp train --init`): copies the same-named, same-shaped tensors (copyParams),
+ * and Medusa heads then start from the loaded LM head. Returns how many tensors were copied.
+ */
+export function initFromCheckpoint(ckpt: Checkpoint, model: MtpModel, file = 'checkpoint'): number {
+  const copied = copyParams(ckpt, model.params, file);
+  if (model instanceof MedusaModel) model.initHeads(); // W2 = a copy of the loaded LM head
   return copied;
 }
 

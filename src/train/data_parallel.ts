@@ -16,7 +16,7 @@ import { Worker } from 'node:worker_threads';
 import type { Config, TrainConfig } from '../config';
 import type { MtpModel } from '../model/create';
 import { SharedStep, SharedStepInit, StepAborted } from './shared_step';
-import type { Trainer } from './trainer';
+import type { Trainer, TrainerCounters } from './trainer';
 
 /** What a worker thread is started with. */
 export interface WorkerInit {
@@ -29,7 +29,7 @@ export interface WorkerInit {
   tokenKind: 'uint8' | 'int32';
   /** Every weight of rank 0's model (frozen ones included). */
   params: [string, Float32Array][];
-  counters: { step: number; rngState: number; t: number };
+  counters: TrainerCounters;
 }
 
 /** Messages a worker posts to rank 0. */
@@ -93,7 +93,7 @@ export class WorkerGroup {
    * Makes `trainer` (already holding the run's starting state) rank 0 of a group of `ranks`, and starts ranks 1 …
    * ranks−1 from its state. `tokens`: the run's token stream.
    */
-  static async start(ranks: number, config: Config, backend: string, trainer: Trainer, rngState: number, tokens: Uint8Array | Int32Array): Promise<WorkerGroup> {
+  static async start(ranks: number, config: Config, backend: string, trainer: Trainer, tokens: Uint8Array | Int32Array): Promise<WorkerGroup> {
     const init = SharedStep.create(ranks, trainer.paramLayout(), trainer.metricCount);
     const shared = new SharedStep(init, 0, true);
     const group = new WorkerGroup(ranks, shared);
@@ -101,7 +101,7 @@ export class WorkerGroup {
     const sharedTokens = new SharedArrayBuffer(tokens.byteLength);
     new Uint8Array(sharedTokens).set(new Uint8Array(tokens.buffer, tokens.byteOffset, tokens.byteLength));
     const params = hostParams(trainer.model);
-    const counters = { step: trainer.step, rngState, t: trainer.optimizer.t };
+    const counters = trainer.counters();
     for (let rank = 1; rank < ranks; rank++) {
       const w = spawnWorker({ config, backend, rank, shared: init, tokens: sharedTokens, tokenKind: tokens instanceof Uint8Array ? 'uint8' : 'int32', params, counters });
       group.workers.push(w);

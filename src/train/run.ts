@@ -15,13 +15,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { Config, ModelConfig, TrainConfig } from '../config';
+import type { Config, TrainConfig } from '../config';
 import { validate } from '../config';
 import { loadCorpus, splitTrainVal } from '../data/corpus';
 import { makeTokenizer, Tokenizer, tokenizerFromSpec } from '../data/tokenizer';
 import { createModel, MtpModel } from '../model/create';
 import { removeStaleTemps, writeFileDurable } from '../util/files';
-import { Checkpoint, loadParams, previousCheckpointPath, readCheckpoint, saveCheckpoint, trainerStateOf } from './checkpoint';
+import { Checkpoint, configDiff, loadParams, previousCheckpointPath, readCheckpoint, saveCheckpoint, trainerStateOf } from './checkpoint';
 import { resolveWorkers, WorkerGroup } from './data_parallel';
 import { checkFits } from './memory';
 import { MetricsLog } from './metrics_log';
@@ -93,24 +93,13 @@ function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** Writes a text file durably (temp + fsync + rename); errors name the path and the cause. */
-export function writeFileAtomic(file: string, text: string): void {
-  writeFileDurable(file, text);
-}
-
 /**
  * Why `checkpoint` cannot be resumed with `config` and `tokenizer`: one line per differing model field, data field
  * or tokenizer (empty = it can). Other train fields (steps, lr, …) may change; `changedTrainFields` lists them.
  */
 export function resumeMismatches(checkpoint: Checkpoint, config: Config, tokenizer: Tokenizer): string[] {
   const saved = checkpoint.header.config;
-  const out: string[] = [];
-  const keys = new Set([...Object.keys(saved.model), ...Object.keys(config.model)]) as Set<keyof ModelConfig>;
-  for (const key of keys) {
-    const a = JSON.stringify(saved.model[key]);
-    const b = JSON.stringify(config.model[key]);
-    if (a !== b) out.push(`model.${key}: checkpoint has ${a}, requested ${b}`);
-  }
+  const out = configDiff(saved.model, config.model);
   for (const key of DATA_FIELDS) {
     const a = JSON.stringify(saved.train[key]);
     const b = JSON.stringify(config.train[key]);
@@ -183,7 +172,7 @@ export async function trainRun(opts: RunOptions): Promise<RunResult> {
       if (opts.overwrite) for (const f of [ckptPath, prevPath]) fs.rmSync(f, { force: true });
       opts.init?.(model);
     }
-    if (ranks > 1) group = await WorkerGroup.start(ranks, config, backend, trainer, (await trainer.state()).rngState, tokens);
+    if (ranks > 1) group = await WorkerGroup.start(ranks, config, backend, trainer, tokens);
     opts.onStart?.({ config, model, resumedFrom: checkpoint?.header.step, workers: ranks });
     writeFileDurable(path.join(opts.outDir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
     if (checkpoint) {
@@ -198,14 +187,14 @@ export async function trainRun(opts: RunOptions): Promise<RunResult> {
     let savedStep = checkpoint ? checkpoint.header.step : -1;
     const save = async (valLoss?: number) => {
       if (savedStep === trainer!.step && valLoss === undefined) return;
-      savedStep = trainer!.step;
       const meta = { config, tokenizer: tokenizer.toJSON(), step: trainer!.step, valLoss };
       try {
         await saveCheckpoint(ckptPath, meta, model!.params, await trainer!.state());
       } catch (e) {
-        const kept = fs.existsSync(ckptPath) ? `the checkpoint of step ${readCheckpoint(ckptPath).header.step} at ${ckptPath} is intact` : 'no earlier checkpoint exists';
+        const kept = savedStep >= 0 ? `the checkpoint of step ${savedStep} at ${ckptPath} is intact` : 'no earlier checkpoint exists';
         throw new Error(`${(e as Error).message}; training stopped at step ${trainer!.step}, ${kept}`, { cause: e });
       }
+      savedStep = trainer!.step;
     };
     const evaluateAndSave = async () => {
       valResult = await trainer!.evaluate();

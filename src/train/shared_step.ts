@@ -26,7 +26,6 @@ export type CommandValue = (typeof Command)[keyof typeof Command];
 
 /** The trainable parameters in a fixed order, with what AdamW needs per parameter. */
 export interface ParamLayout {
-  names: string[];
   sizes: number[];
   /** Decoupled weight decay applies (matrices, rank ≥ 2). */
   decay: boolean[];

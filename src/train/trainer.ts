@@ -63,6 +63,13 @@ export class NonFiniteLossError extends Error {
   }
 }
 
+/** Step, batch-sampler state and Adam step count: a trainer's position apart from its tensors. */
+export interface TrainerCounters {
+  step: number;
+  rngState: number;
+  t: number;
+}
+
 /** One rank of data-parallel training (see the file comment). */
 export interface DataParallel {
   rank: number;
@@ -86,6 +93,8 @@ export function shardRows(B: number, rank: number, ranks: number): [number, numb
 export class Trainer {
   /** Steps taken so far. */
   step = 0;
+  /** Set by joinGroup to train as one rank of a data-parallel group (see the file comment). */
+  parallel?: DataParallel;
   readonly optimizer: AdamW;
   private rng: Rng;
   private readonly valBatches: Batch[];
@@ -94,8 +103,6 @@ export class Trainer {
     readonly model: MtpModel,
     readonly cfg: TrainConfig,
     readonly data: TrainData,
-    /** Set to train as one rank of a data-parallel group (see the file comment). */
-    public parallel?: DataParallel,
   ) {
     const trainable = new Set(model.trainableVariables());
     const named = new Map([...model.params].filter(([, v]) => trainable.has(v)));
@@ -149,7 +156,6 @@ export class Trainer {
   paramLayout(): ParamLayout {
     const vars = [...this.optimizer.params];
     return {
-      names: vars.map(([name]) => name),
       sizes: vars.map(([, v]) => v.size),
       decay: vars.map(([, v]) => v.rank >= 2),
       lrScale: vars.map(([name]) => this.optimizer.lrScale.get(name) ?? 1),
@@ -247,11 +253,16 @@ export class Trainer {
     return { step: this.step, rngState: this.rng.state, optimizer: { t: this.optimizer.t, m, v } };
   }
 
+  /** What a data-parallel worker needs besides the weights and moments to continue exactly where this trainer is. */
+  counters(): TrainerCounters {
+    return { step: this.step, rngState: this.rng.state, t: this.optimizer.t };
+  }
+
   /**
    * Joins a data-parallel group: the shared weights and moments are filled from this trainer (rank 0, `publish`), or
    * this trainer takes them (a worker), with the step, sampler state and Adam step count of rank 0.
    */
-  async joinGroup(dp: DataParallel, publish: boolean, counters?: { step: number; rngState: number; t: number }): Promise<void> {
+  async joinGroup(dp: DataParallel, publish: boolean, counters?: TrainerCounters): Promise<void> {
     if (publish) {
       const state = await this.optimizer.state();
       let off = 0;
