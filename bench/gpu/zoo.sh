@@ -8,7 +8,10 @@
 #   bash bench/gpu/zoo.sh wait [seconds]  print progress until every job has ended or the time is up
 #   bash bench/gpu/zoo.sh collect DIR     stop what still runs (SIGTERM: a checkpoint at the current step), then export
 #                                         every finished run into DIR/zoo.tar (models/: float16 weights + manifest.json,
-#                                         src/zoo/; logs and metrics beside them)
+#                                         src/zoo/; logs and metrics beside them; unfinished runs' folders under
+#                                         models/unfinished/, to --resume elsewhere)
+#
+# ZOO_ONLY="code-parallel-k4 code-sequential-d3" trains only the named jobs; ZOO_WORKERS=n gives every job n workers.
 #
 # Jobs, per corpus (code, prose): the AR baseline, parallel heads k = 2, 4, 8, sequential modules D = 1, 2, 3 (the
 # `deep` preset, equal steps), and Medusa-1 K = 5 on that corpus's AR baseline once it has finished. Each job is one
@@ -33,8 +36,10 @@ jobs() { # name, data-parallel workers, flags of every trunk job: workers in pro
     echo "$corpus-sequential-d1 $w1 --train.corpus=$corpus --mtp.kind=sequential --mtp.depth=1"
     echo "$corpus-sequential-d2 $w2 --train.corpus=$corpus --mtp.kind=sequential --mtp.depth=2"
     echo "$corpus-sequential-d3 $w2 --train.corpus=$corpus --mtp.kind=sequential --mtp.depth=3"
-  done
+  done | if [ -n "${ZOO_ONLY:-}" ]; then grep -wFf <(tr ' ' '\n' <<< "$ZOO_ONLY"); else cat; fi
 }
+
+wanted() { [ -z "${ZOO_ONLY:-}" ] || grep -qw -- "$1" <<< "$ZOO_ONLY"; }
 
 train() { # train NAME STEPS WORKERS FLAGS...: one detached mtp train, its command line saved beside its run folder
   local name=$1 steps=$2 workers=$3
@@ -58,6 +63,7 @@ case "${1:-}" in
       train "$name" "$steps" "$workers" $flags
     done < <(jobs)
     for corpus in code prose; do # Medusa-1 heads once the baseline is trained
+      wanted "$corpus-medusa1-k5" || continue
       setsid nohup bash -c "until grep -qE '^(done|error|stopped)' $runs/$corpus-ar.log; do sleep 5; done; \
         grep -q '^done:' $runs/$corpus-ar.log && bash $0 medusa $corpus $steps" > "$runs/$corpus-medusa.wait.log" 2>&1 < /dev/null &
     done
@@ -83,7 +89,11 @@ case "${1:-}" in
     pkill -TERM -f "mtp.js train" && sleep 20
     pkill -f "until grep -qE"
     mkdir -p "$out/models"
-    "$node" $d/zoo_export.js $runs "$out/models"
+    ZOO_MACHINE_NOTE="$(jobs | wc -l) runs at once" "$node" $d/zoo_export.js $runs "$out/models"
+    for r in $runs/*/; do # unfinished: the run folder itself, to finish with --resume
+      n=$(basename "$r")
+      [ -e "$out/models/$n/weights.f16" ] || { mkdir -p "$out/models/unfinished" && cp -r "$r" "$out/models/unfinished/$n"; }
+    done
     for r in $runs/*/; do cp "$r/metrics.jsonl" "$out/models/$(basename "$r").metrics.jsonl" 2>/dev/null; done
     cp $runs/*.log "$out/models/" 2>/dev/null
     (cd "$out" && tar -cf - models | split -b 15m - zoo.tar.part- && rm -rf models && ls -la) # files come back 16 MiB at most
