@@ -16,7 +16,8 @@ import { fusedLayerNorm } from '../src/backend/wasm_layer_norm';
 import { fusedBiasGelu } from '../src/backend/wasm_bias_gelu';
 import { fusedLinear } from '../src/backend/wasm_linear';
 import { KERNELS_WASM_BASE64 } from '../src/backend/native/kernels_wasm';
-import { MASKED } from '../src/model/transformer';
+import { MASKED, Transformer } from '../src/model/transformer';
+import { resolveConfig } from '../src/config';
 
 const TOL = 1e-4;
 
@@ -208,6 +209,58 @@ describe('wasm kernels agree with cpu', () => {
       const x = tf.tensor3d(xs, [4, 6, 10]);
       return [tf.sum(x, 0), tf.sum(x, [0, 1]), tf.sum(x, [1, 0], true), tf.sum(x, 2), tf.sum(x, [0, 2]), tf.sum(x)];
     }, 'sum');
+  });
+});
+
+describe('wasm kernels: a row does not depend on the rows computed with it', () => {
+  // Greedy speculative decoding is token-identical to plain decoding only if a token's logits are the same whether the
+  // token is fed alone (AR), with a few drafts, or in a prefill: the same bits, not 1e-7 apart (a near-tie could flip).
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+
+  /** Rows [from, to) of x·W (+ b, + r) computed on their own. */
+  async function rows(xs: number[], ws: number[], bs: number[], rs: number[], K: number, N: number, from: number, to: number): Promise<Float32Array> {
+    const M = to - from;
+    const y = tf.tidy(() =>
+      fusedLinear(tf.tensor2d(xs.slice(from * K, to * K), [M, K]), tf.tensor2d(ws, [K, N]), tf.tensor1d(bs), tf.tensor2d(rs.slice(from * N, to * N), [M, N])),
+    );
+    const data = (await y.data()) as Float32Array;
+    y.dispose();
+    return data;
+  }
+
+  for (const K of [96, 300, 600]) {
+    it(`linear x·W + b + r, K=${K}: rows alone, in groups of 3 and 6, and all 40 at once give the same bits`, async () => {
+      const M = 40;
+      const N = 48;
+      const [xs, ws, bs, rs] = [values(M * K, 21), values(K * N, 22), values(N, 23), values(M * N, 24)];
+      const all = await rows(xs, ws, bs, rs, K, N, 0, M);
+      for (const group of [1, 3, 6, 16]) {
+        for (let i = 0; i + group <= M; i += group) {
+          const part = await rows(xs, ws, bs, rs, K, N, i, i + group);
+          expect(Array.from(part), `rows ${i}..${i + group - 1} computed ${group} at a time`).toEqual(Array.from(all.subarray(i * N, (i + group) * N)));
+        }
+      }
+    });
+  }
+  it('a model gives each position the same logits, bit for bit, fed 1, 2, 3, 6 or 16 tokens per forward or all at once', async () => {
+    const model = new Transformer({ ...resolveConfig('deep').model, nLayer: 2 }); // MLP width 384: K-blocked products
+    const tokens = Array.from({ length: 30 }, (_, i) => (i * 37 + 11) % 256);
+    const logits = async (chunk: number): Promise<number[]> => {
+      const cache = model.newCache();
+      const out: number[] = [];
+      for (let i = 0; i < tokens.length; i += chunk) {
+        const l = tf.tidy(() => model.verifyForward(tokens.slice(i, i + chunk), cache).logits);
+        out.push(...((await l.data()) as Float32Array));
+        l.dispose();
+      }
+      cache.dispose();
+      return out;
+    };
+    const all = await logits(tokens.length);
+    for (const chunk of [1, 2, 3, 6, 16]) expect(await logits(chunk), `${chunk} tokens per forward`).toEqual(all);
+    model.dispose();
   });
 });
 

@@ -10,7 +10,8 @@
  *
  * Layouts (row-major): A is [M, K] (ta = 0) or [K, M] (ta = 1); B is [K, N] (tb = 0) or [N, K] (tb = 1); bias [N];
  * R [M, N]. Requires N % 8 == 0. scratch: gemm_scratch(N) floats. Below DIRECT_B_ROWS rows (decoding) an
- * untransposed B is read where it lies.
+ * untransposed B is read where it lies. Every path sums each element over k in order from 0, then adds the bias, then
+ * R, so a row of C does not depend on how many other rows are computed with it.
  */
 #include "simd.h"
 
@@ -70,13 +71,19 @@ static void pack_a(const float *A, int M, int K, int ta, int i0, int mr, int k0,
 }
 
 /*
- * C[r, 0..8) = Σ_k Ap[k·MR + r]·Bp[k·ldb ..] for r < mr (ldb = 8 when B is packed, N when read in place), plus the
- * epilogue bias[0..8) and then R[r·ldc + 0..8) when given; or C += Σ_k … when `accumulate` (later blocks of K).
+ * C[r, 0..8) = Σ_k Ap[k·MR + r]·Bp[k·ldb ..] for r < mr (ldb = 8 when B is packed, N when read in place), the sum
+ * continuing from C's values when `accumulate` (the later blocks of K), then + bias[0..8) and + R[r·ldc + 0..8) when
+ * given (callers pass them with the last block of K only). So each element is summed over k in order from 0 and then
+ * gets its bias and residual, as micro16 does it: a row's result has the same bits whatever M is (a token decoded
+ * alone, verified with a few drafts, or fed in a prefill), which keeps greedy speculative decoding token-identical.
  */
 INLINE void micro(const int mr, int kc, const float *Ap, const float *Bp, int ldb, float *C, int ldc, int accumulate,
                   const float *bias, const float *R) {
   v128_t acc[MR][2];
-  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = wasm_f32x4_splat(0.0f);
+  for (int r = 0; r < MR; r++) {
+    acc[r][0] = r < mr && accumulate ? wasm_v128_load(C + r * ldc) : wasm_f32x4_splat(0.0f);
+    acc[r][1] = r < mr && accumulate ? wasm_v128_load(C + r * ldc + 4) : wasm_f32x4_splat(0.0f);
+  }
   for (int k = 0; k < kc; k++) {
     const v128_t b0 = wasm_v128_load(Bp + ldb * k), b1 = wasm_v128_load(Bp + ldb * k + 4);
     for (int r = 0; r < mr; r++) {
@@ -87,18 +94,13 @@ INLINE void micro(const int mr, int kc, const float *Ap, const float *Bp, int ld
   }
   for (int r = 0; r < mr; r++) {
     float *c = C + r * ldc;
-    if (accumulate) {
-      acc[r][0] = wasm_f32x4_add(acc[r][0], wasm_v128_load(c));
-      acc[r][1] = wasm_f32x4_add(acc[r][1], wasm_v128_load(c + 4));
-    } else {
-      if (bias) {
-        acc[r][0] = wasm_f32x4_add(acc[r][0], wasm_v128_load(bias));
-        acc[r][1] = wasm_f32x4_add(acc[r][1], wasm_v128_load(bias + 4));
-      }
-      if (R) {
-        acc[r][0] = wasm_f32x4_add(acc[r][0], wasm_v128_load(R + r * ldc));
-        acc[r][1] = wasm_f32x4_add(acc[r][1], wasm_v128_load(R + r * ldc + 4));
-      }
+    if (bias) {
+      acc[r][0] = wasm_f32x4_add(acc[r][0], wasm_v128_load(bias));
+      acc[r][1] = wasm_f32x4_add(acc[r][1], wasm_v128_load(bias + 4));
+    }
+    if (R) {
+      acc[r][0] = wasm_f32x4_add(acc[r][0], wasm_v128_load(R + r * ldc));
+      acc[r][1] = wasm_f32x4_add(acc[r][1], wasm_v128_load(R + r * ldc + 4));
     }
     wasm_v128_store(c, acc[r][0]);
     wasm_v128_store(c + 4, acc[r][1]);
@@ -170,11 +172,12 @@ static void gemm_few_rows(const float *A, const float *B, float *C, int M, int N
   }
   for (int k0 = 0; k0 == 0 || k0 < K; k0 += KC) {
     const int kc = K - k0 < KC ? K - k0 : KC;
+    const int last = k0 + kc >= K;
     for (int i0 = 0; i0 < M; i0 += MR) pack_a(A, M, K, ta, i0, M - i0 < MR ? M - i0 : MR, k0, kc, Ap + i0 * kc);
     for (int j = 0; j < N; j += 8) {
       for (int i0 = 0; i0 < M; i0 += MR) {
         micro_rows(M - i0 < MR ? M - i0 : MR, kc, Ap + i0 * kc, B + k0 * N + j, N, C + i0 * N + j, N, k0 > 0,
-                   AT(bias, j), AT(R, i0 * N + j));
+                   last ? AT(bias, j) : 0, last ? AT(R, i0 * N + j) : 0);
       }
     }
   }
@@ -194,13 +197,14 @@ void gemm(const float *A, const float *B, float *C, int M, int N, int K, int ta,
     const int nc = N - n0 < NC ? N - n0 : NC;
     for (int k0 = 0; k0 == 0 || k0 < K; k0 += KC) {
       const int kc = K - k0 < KC ? K - k0 : KC;
+      const int last = k0 + kc >= K;
       pack_b(B, N, K, tb, k0, kc, n0, nc, Bp);
       for (int i0 = 0; i0 < M; i0 += MR) {
         const int mr = M - i0 < MR ? M - i0 : MR;
         pack_a(A, M, K, ta, i0, mr, k0, kc, Ap);
         for (int j = 0; j < nc; j += 8) {
           const int o = i0 * N + n0 + j;
-          micro_rows(mr, kc, Ap, Bp + j * kc, 8, C + o, N, k0 > 0, AT(bias, n0 + j), AT(R, o));
+          micro_rows(mr, kc, Ap, Bp + j * kc, 8, C + o, N, k0 > 0, last ? AT(bias, n0 + j) : 0, last ? AT(R, o) : 0);
         }
       }
     }
