@@ -1,11 +1,11 @@
 /**
- * Loading zoo models (Node only): the manifest entry, its weights file checked against the recorded sha256 and size,
+ * Loading zoo models (Node only): the manifest entry, its weights file checked against the recorded sha256 and size
+ * (weights.ts, shared with the browser lab),
  * the model built from the recorded config (createModel) and its float16 weights assigned as float32 (loadParams,
  * which also checks every name and shape against the model).
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Config } from '../config';
 import { mtpTokens } from '../config';
@@ -13,8 +13,8 @@ import { Tokenizer, tokenizerFromSpec } from '../data/tokenizer';
 import { createModel, MtpModel } from '../model/create';
 import { Checkpoint, loadParams } from '../train/checkpoint';
 import { fsCause } from '../util/files';
-import { fromFloat16 } from './float16';
 import { DEFAULT_ZOO_DIR, manifestPath, readManifest, ZooEntry } from './manifest';
+import { zooWeightValues } from './weights';
 
 export interface ZooOptions {
   /** Zoo folder holding manifest.json [default: models/ at the repository root]. */
@@ -86,27 +86,8 @@ export function readZooWeights(name: string, entry: ZooEntry, dir: string): Map<
   } catch (e) {
     throw new Error(`could not read ${file}, the weights of zoo model '${name}': ${fsCause(e)}; ${remedy(name, file)}`);
   }
-  if (buf.subarray(0, 64).toString('latin1').startsWith('version https://git-lfs')) {
-    throw new Error(`${file} is a Git LFS pointer, not the weights of zoo model '${name}': fetch the weights with \`git lfs pull\``);
-  }
   const sha = createHash('sha256').update(buf).digest('hex');
-  if (buf.length !== entry.bytes || sha !== entry.sha256) {
-    throw new Error(
-      `${file} is not the weights file recorded for zoo model '${name}' in ${manifestPath(dir)}: ` +
-        `it has ${buf.length} bytes and sha256 ${sha}, the manifest records ${entry.bytes} bytes and sha256 ${entry.sha256}. ` +
-        `The file is damaged or was replaced without updating the manifest; ${remedy(name, file)}`,
-    );
-  }
-  const bytes = Buffer.from(buf); // an own, aligned copy
-  if (os.endianness() === 'BE') bytes.swap16();
-  const values = fromFloat16(new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2));
-  const out = new Map<string, Float32Array>();
-  for (const t of entry.tensors) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    if (t.offset + n > values.length) throw new Error(`${manifestPath(dir)}: tensor '${t.name}' of model '${name}' runs past the end of ${file}`);
-    out.set(t.name, values.subarray(t.offset, t.offset + n));
-  }
-  return out;
+  return zooWeightValues(name, entry, buf, sha, { file, manifest: manifestPath(dir), remedy: remedy(name, file) });
 }
 
 /**

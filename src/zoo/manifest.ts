@@ -12,9 +12,10 @@ import * as path from 'node:path';
 import type { Config } from '../config';
 import type { TokenizerSpec } from '../data/tokenizer';
 import { errorCode, fsCause, writeFileDurable } from '../util/files';
+import { checkManifest, ZOO_FORMAT } from './weights';
 
-/** The `format` field of a manifest this version reads and writes. */
-export const ZOO_FORMAT = 'mtp-lab-zoo 1';
+/** The `format` field of a manifest this version reads and writes (defined in weights.ts, which the browser shares). */
+export { ZOO_FORMAT };
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.f16';
 /** The committed zoo: `models/` at the repository root. */
@@ -102,13 +103,7 @@ export function readManifest(dir: string, opts: { missingOk?: boolean } = {}): Z
   } catch (e) {
     throw new Error(`${file} is not valid JSON (${(e as Error).message}); restore it from git (\`git checkout -- ${file}\`)`);
   }
-  if (manifest?.format !== ZOO_FORMAT) {
-    throw new Error(`${file} has format ${JSON.stringify(manifest?.format)}; this version reads ${JSON.stringify(ZOO_FORMAT)}`);
-  }
-  if (typeof manifest.models !== 'object' || manifest.models === null || Array.isArray(manifest.models)) {
-    throw new Error(`${file} has no "models" object`);
-  }
-  return manifest;
+  return checkManifest(manifest, file);
 }
 
 /** JSON with two-space indents, but any value that fits on one line of ≤ 120 characters kept on one line (a tensor, a shape). */
