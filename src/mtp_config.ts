@@ -5,12 +5,14 @@
  * branches on the kind: callers look the variant up here. Set from the command line as
  * `--mtp.kind=parallel --mtp.k=4`.
  */
+import { feature, FeatureMtp } from './variants/feature';
 import { medusa, MedusaMtp } from './variants/medusa';
 import { none, NoMtp } from './variants/none';
 import { parallel, ParallelMtp } from './variants/parallel';
 import { sequential, SequentialMtp } from './variants/sequential';
 import type { TrunkShape, VariantSpec } from './variants/spec';
 
+export type { FeatureMtp } from './variants/feature';
 export type { MedusaMtp } from './variants/medusa';
 export type { NoMtp } from './variants/none';
 export type { ParallelMtp } from './variants/parallel';
@@ -18,19 +20,20 @@ export type { SequentialMtp } from './variants/sequential';
 export type { TrunkShape, VariantSpec } from './variants/spec';
 export { parallelSharedLayers } from './variants/parallel';
 
-export type MtpConfig = NoMtp | ParallelMtp | SequentialMtp | MedusaMtp;
+export type MtpConfig = NoMtp | ParallelMtp | SequentialMtp | MedusaMtp | FeatureMtp;
 export type MtpKind = MtpConfig['kind'];
 
 /** Every variant's declarations, by kind. */
-export const VARIANTS: { [K in MtpKind]: VariantSpec<Extract<MtpConfig, { kind: K }>> } = { none, parallel, sequential, medusa };
+export const VARIANTS: { [K in MtpKind]: VariantSpec<Extract<MtpConfig, { kind: K }>> } = { none, parallel, sequential, medusa, feature };
 
-export const MTP_KINDS = ['none', 'parallel', 'sequential', 'medusa'] as const satisfies readonly MtpKind[];
+export const MTP_KINDS = ['none', 'parallel', 'sequential', 'medusa', 'feature'] as const satisfies readonly MtpKind[];
 
 export const MTP_DEFAULTS: { [K in MtpKind]: Extract<MtpConfig, { kind: K }> } = {
   none: none.defaults,
   parallel: parallel.defaults,
   sequential: sequential.defaults,
   medusa: medusa.defaults,
+  feature: feature.defaults,
 };
 
 export const MTP_DOCS: { [K in MtpKind]: VariantSpec<Extract<MtpConfig, { kind: K }>>['docs'] } = {
@@ -38,6 +41,7 @@ export const MTP_DOCS: { [K in MtpKind]: VariantSpec<Extract<MtpConfig, { kind: 
   parallel: parallel.docs,
   sequential: sequential.docs,
   medusa: medusa.docs,
+  feature: feature.docs,
 };
 
 /** The decoder name under which each variant's own drafter runs (`mtp generate --decoder=…`); none for the plain model. */
@@ -46,6 +50,7 @@ export const MTP_DECODER: { [K in MtpKind]: string | null } = {
   parallel: parallel.decoder,
   sequential: sequential.decoder,
   medusa: medusa.decoder,
+  feature: feature.decoder,
 };
 
 /** The variant's declarations, typed for its config. */

@@ -47,8 +47,9 @@ train() { # train NAME STEPS WORKERS FLAGS...: one detached mtp train, its comma
   mkdir -p "$runs/$name"
   echo "npm run mtp -- train --preset=$preset --train.steps=$steps --train.backend=wasm --train.workers=$workers --out=runs/zoo/$name ${*//$runs/runs/zoo}" > "$runs/$name.command"
   # shellcheck disable=SC2086
-  setsid nohup "$node" "$d/mtp.js" train --preset="$preset" --train.steps="$steps" --train.backend=wasm --train.workers="$workers" \
-    --out="$runs/$name" "$@" > "$runs/$name.log" 2>&1 < /dev/null &
+  # under a shell that waits for it: the CLI stops cleanly when its parent exits, and `start` returns at once
+  setsid nohup bash -c '"$@"; exit $?' train "$node" "$d/mtp.js" train --preset="$preset" --train.steps="$steps" --train.backend=wasm \
+    --train.workers="$workers" --out="$runs/$name" "$@" > "$runs/$name.log" 2>&1 < /dev/null &
 }
 
 case "${1:-}" in

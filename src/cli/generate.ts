@@ -21,13 +21,13 @@ import type { Tokenizer } from '../data/tokenizer';
 import { fromFlag } from './options';
 import { progressBar } from './progress';
 
-export const DECODER_NAMES = ['ar', 'blockwise', 'sequential', 'medusa', 'lookup'] as const;
+export const DECODER_NAMES = ['ar', 'blockwise', 'sequential', 'medusa', 'feature', 'lookup'] as const;
 export const TREE_NAMES = ['chain', 'dense', 'sparse63', 'optimised'] as const;
 
 /** The flags `generate` adds to the checkpoint and sampling ones. */
 export function decoderOptions(y: Argv): Argv {
   return y
-    .option('decoder', { type: 'string', choices: DECODER_NAMES as unknown as string[], default: 'ar', describe: 'ar = plain decoding; blockwise / sequential / medusa = the checkpoint’s own heads or modules drafting; lookup = prompt lookup (any checkpoint)' })
+    .option('decoder', { type: 'string', choices: DECODER_NAMES as unknown as string[], default: 'ar', describe: 'ar = plain decoding; blockwise / sequential / medusa / feature = the checkpoint’s own heads, modules or drafter drafting; lookup = prompt lookup (any checkpoint)' })
     .option('acceptance', { type: 'string', choices: ACCEPTANCE_NAMES as unknown as string[], default: 'greedy', describe: 'greedy (lossless), typical (Medusa), sampling (speculative sampling, lossless at T > 0), unverified (lossy)' })
     .option('tree', { type: 'string', choices: TREE_NAMES as unknown as string[], default: 'chain', describe: 'draft shape: chain, dense (top-3 then top-2 per depth), sparse63 (63 nodes, Medusa’s shape), optimised (built from the drafter’s rank accuracies measured on the model’s own greedy text)' })
     .option('nodes', { type: 'number', default: 25, describe: '--tree=optimised: draft nodes (the root not counted)' })
@@ -56,8 +56,9 @@ export function drafterFor(model: MtpModel, argv: Record<string, unknown>, optim
   if (own !== decoder) {
     throw new Error(`--decoder=${decoder} needs a checkpoint with its drafting heads or modules, but this one is mtp.kind '${model.config.mtp.kind}'` + (own ? `; its decoder is --decoder=${own}` : '; use --decoder=ar or --decoder=lookup'));
   }
-  const depth = (k ?? model.k) - 1;
-  return model.drafter({ k, tree: treeOf(argv.tree as string, Math.min(depth, model.k - 1), optimised) });
+  const maxK = model.draftK ?? model.k;
+  const depth = (k ?? maxK) - 1;
+  return model.drafter({ k, tree: treeOf(argv.tree as string, model.draftK ? depth : Math.min(depth, maxK - 1), optimised) });
 }
 
 /** Generations of more than PROGRESS_FROM tokens show a progress bar (tokens, tokens/s, eta). */
@@ -98,7 +99,7 @@ export async function runGenerate(model: MtpModel, tokenizer: Tokenizer, prompt:
     drafterFor(model, argv, [[0]])?.dispose(); // the checks first: decoder, variant and k
     const nodes = argv.nodes as number;
     if (!(Number.isInteger(nodes) && nodes >= 1)) throw new Error(`--nodes must be an integer ≥ 1, got ${nodes}`);
-    const depth = ((argv.k as number | undefined) ?? model.k) - 1;
+    const depth = ((argv.k as number | undefined) ?? model.draftK ?? model.k) - 1;
     const o = await optimisedTree(model, validation(), nodes, depth);
     optimised = o.tree;
     console.log(`optimised tree: ${o.tree.length + 1} nodes from rank accuracies per depth (top-4) ${o.accuracies.map((row) => row.map((a) => fmt(a)).join('/')).join(' | ')}`);

@@ -5,6 +5,7 @@
  */
 import type { ModelConfig, MtpConfig, MtpKind } from '../config';
 import { validateModel } from '../config';
+import { FeatureModel } from './feature';
 import { MedusaModel } from './medusa';
 import type { MtpModel } from './mtp_model';
 import { ParallelModel } from './parallel';
@@ -19,6 +20,7 @@ const CONSTRUCTORS: { [K in MtpKind]: (config: ModelConfig, mtp: Extract<MtpConf
   parallel: (config, mtp) => new ParallelModel(config, mtp),
   sequential: (config, mtp) => new SequentialModel(config, mtp),
   medusa: (config, mtp) => new MedusaModel(config, mtp),
+  feature: (config, mtp) => new FeatureModel(config, mtp),
 };
 
 /** Builds the model a config describes. */

@@ -35,6 +35,10 @@ export interface MtpModel extends VerifyTarget {
   readonly trunk: Transformer;
   /** Future tokens each position is trained to predict (1 = plain next-token model). */
   readonly k: number;
+  /** Tokens per step its drafter proposes by default when that is not k (an autoregressive drafter: any depth). */
+  readonly draftK?: number;
+  /** Entries of LossOutput.heads when that is not k (the feature drafter reports each unrolled drafting step). */
+  readonly lossHeads?: number;
   /** Every named parameter (what a checkpoint holds). */
   readonly params: ParamMap;
   /**
@@ -65,6 +69,11 @@ export interface MtpModel extends VerifyTarget {
    */
   drafter(opts?: DrafterOptions): Drafter;
   dispose(): void;
+}
+
+/** How many heads a model's loss reports (what training logs and evaluation average). */
+export function lossHeadCount(model: MtpModel): number {
+  return model.lossHeads ?? model.k;
 }
 
 /** Joint backward: one gradient computation through the whole loss. */

@@ -2,6 +2,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Batch } from '../data/batch';
 import type { MtpModel } from '../model/create';
+import { lossHeadCount } from '../model/mtp_model';
 
 export interface HeadMetrics {
   loss: number;
@@ -18,7 +19,7 @@ export interface EvalResult {
 /** Averages the model's loss over batches (each with targets for the model's k heads). */
 export async function evaluate(model: MtpModel, batches: Batch[]): Promise<EvalResult> {
   const { k } = model;
-  const sums = new Float64Array(1 + 2 * k);
+  const sums = new Float64Array(1 + 2 * lossHeadCount(model));
   for (const b of batches) {
     if (b.k < k) throw new Error(`evaluate: batch has targets for ${b.k} heads, the model has ${k}`);
     const packed = tf.tidy(() => {
@@ -32,6 +33,6 @@ export async function evaluate(model: MtpModel, batches: Batch[]): Promise<EvalR
   }
   const n = batches.length;
   const heads: HeadMetrics[] = [];
-  for (let i = 0; i < k; i++) heads.push({ loss: sums[1 + 2 * i] / n, acc: sums[2 + 2 * i] / n });
+  for (let i = 0; i < lossHeadCount(model); i++) heads.push({ loss: sums[1 + 2 * i] / n, acc: sums[2 + 2 * i] / n });
   return { loss: sums[0] / n, heads };
 }

@@ -18,6 +18,7 @@ import type { TrainConfig } from '../config';
 import { evalBatches, sampleBatch } from '../data/batch';
 import type { Batch } from '../data/batch';
 import type { MtpModel } from '../model/create';
+import { lossHeadCount } from '../model/mtp_model';
 import { Rng } from '../util/rng';
 import { AdamW, AdamWState } from './adamw';
 import { Command, ParamLayout, SharedStep } from './shared_step';
@@ -148,7 +149,7 @@ export class Trainer {
     }
     this.step += 1;
     const heads: HeadMetrics[] = [];
-    for (let i = 0; i < k; i++) heads.push({ loss: read[2 + 2 * i], acc: read[3 + 2 * i] });
+    for (let i = 0; i < lossHeadCount(this.model); i++) heads.push({ loss: read[2 + 2 * i], acc: read[3 + 2 * i] });
     return { step: this.step, loss, lr, gradNorm: norm, heads, tokens: B * T, ms: performance.now() - t0 };
   }
 
@@ -164,7 +165,7 @@ export class Trainer {
 
   /** Metric floats per step: the loss, then (loss, acc) per head. */
   get metricCount(): number {
-    return 1 + 2 * this.model.k;
+    return 1 + 2 * lossHeadCount(this.model);
   }
 
   /** Tells the other ranks to stop (rank 0, instead of a step); they end with StopRequested. */
@@ -229,7 +230,7 @@ export class Trainer {
     this.loadSharedWeights(dp.shared);
     this.step += 1;
     const heads: HeadMetrics[] = [];
-    for (let i = 0; i < k; i++) heads.push({ loss: metrics[1 + 2 * i], acc: metrics[2 + 2 * i] });
+    for (let i = 0; i < lossHeadCount(this.model); i++) heads.push({ loss: metrics[1 + 2 * i], acc: metrics[2 + 2 * i] });
     return { step: this.step, loss, lr, gradNorm: norm, heads, tokens: B * T, ms: performance.now() - t0 };
   }
 

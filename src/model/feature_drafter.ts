@@ -1,0 +1,163 @@
+/**
+ * Drafting with the feature-level drafter (model/feature.ts; EAGLE, Li et al. 2024, §4), as a chain or a tree.
+ *
+ * The drafter's row at position j reads the state gⱼ and the token x[j+1] and predicts the state at j+1, whose
+ * output-head distribution is the guess at x[j+2]. With L committed tokens (the root x[L−1] last), the trunk's
+ * features are known up to position a = L−2, so each step runs the drafter
+ * - once over its catch-up rows: the committed positions not yet in its KV cache, [end, a], reading the trunk's
+ *   true features (the last one reads the root token); they stay in its cache. The output at a gives the root's
+ *   children (depth 1);
+ * - then once per depth δ = 1, 2, …: one row per node u of depth δ that has children in the shape, at position
+ *   a + δ, reading the drafter's own prediction at u's parent and u's token; it attends to the cache (the committed
+ *   rows) and to the rows of u's ancestors (tree attention inside the drafter). Its output gives u's children.
+ * The tree rows read drafts, so they leave the cache when the proposal is done. This is the same set of rows the
+ * training-time test trains on (FeatureModel.loss, ttTestMask).
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { CommitInfo, DraftContext, Drafter } from '../decode/drafter';
+import type { ChildDraw, DraftTree } from '../decode/draft_tree';
+import { rootOnly } from '../decode/draft_tree';
+import type { TreeChoices } from '../decode/tree';
+import { pickChildren, TreeShape } from '../decode/tree_shape';
+import type { FeatureModel } from './feature';
+import { KVCache } from './kv_cache';
+import { MASKED } from './transformer';
+
+export class FeatureDrafter implements Drafter {
+  readonly name: string;
+  readonly maxDepth: number;
+  draftForwards = 0;
+  private readonly shape: TreeShape;
+  /** The drafter's KV cache: its rows for positions [windowStart, end). */
+  private cache: KVCache;
+  private end = 0;
+  /** The trunk's features [n, F] at positions [end, end + n) not yet fed to the drafter. */
+  private hold: tf.Tensor2D | null = null;
+  private windowStart = -1;
+
+  constructor(
+    private readonly model: FeatureModel,
+    choices: TreeChoices,
+  ) {
+    this.shape = new TreeShape(choices);
+    this.maxDepth = this.shape.depth;
+    const kind = choices.length === this.maxDepth ? 'chain' : `${choices.length + 1}-node tree`;
+    this.name = `feature drafter ${kind} k=${this.maxDepth + 1}`;
+    this.cache = new KVCache(model.mtp.layers);
+  }
+
+  commit(info: CommitInfo): void {
+    if (this.maxDepth === 0) return;
+    if (info.reset || this.windowStart < 0) {
+      this.restart();
+      this.windowStart = info.windowStart;
+      this.end = info.windowStart;
+    }
+    const rows = tf.tidy(() => tf.gather(info.features, tf.tensor1d(info.rows as number[], 'int32'))) as tf.Tensor2D; // [R, F]
+    const prev = this.hold;
+    this.hold = prev ? (tf.concat([prev, rows], 0) as tf.Tensor2D) : rows;
+    if (prev) tf.dispose([prev, rows]);
+  }
+
+  async propose(ctx: DraftContext): Promise<DraftTree> {
+    const L = ctx.seq.length;
+    const a = L - 2; // the last position whose trunk features are known
+    const root = ctx.seq[L - 1];
+    const depth = Math.min(this.maxDepth, ctx.maxDepth);
+    if (depth === 0 || a < this.windowStart || this.hold === null) return rootOnly(root);
+    const s = this.shape;
+    const tree = { tokens: [root], parents: [-1], draws: [] as (ChildDraw | undefined)[] };
+    const shapeOf = [0]; // tree node → shape node
+    const states = new Map<number, tf.Tensor2D>(); // tree node → the drafter's prediction there [1, C]
+    const rowAt = new Map<number, number>(); // tree node (not the root) → its row's index in the cache
+    const committed = this.catchUp(ctx.seq, a); // the cache now holds positions [windowStart, a]
+    try {
+      states.set(0, committed);
+      let level = [0]; // nodes whose children come next
+      for (let d = 1; d <= depth && level.length > 0; d++) {
+        // children of this level's nodes, from the drafter's predictions at them
+        const logits = tf.tidy(() => this.model.trunk.unembed(tf.expandDims(tf.concat(level.map((u) => states.get(u)!), 0), 0) as tf.Tensor3D)); // [1, n, V]
+        const data = (await logits.data()) as Float32Array;
+        logits.dispose();
+        const V = this.model.config.vocabSize;
+        const born: number[] = [];
+        level.forEach((u, i) => {
+          const su = shapeOf[u];
+          const picked = pickChildren(data.subarray(i * V, (i + 1) * V), s.childRanks[su], ctx.sample, ctx.sampling, ctx.rng);
+          tree.draws[u] = picked.draw;
+          picked.tokens.forEach((t, j) => {
+            born.push(tree.tokens.length);
+            tree.tokens.push(t);
+            tree.parents.push(u);
+            shapeOf.push(s.children[su][j]);
+          });
+        });
+        // the drafter's rows at the new nodes that have children of their own (none past the last depth)
+        level = d < depth ? born.filter((u) => s.children[shapeOf[u]].length > 0) : [];
+        if (level.length > 0) this.treeRows(level, tree, states, rowAt);
+      }
+    } finally {
+      tf.dispose([...states.values()]);
+      this.cache.truncate(this.end - this.windowStart); // tree rows read drafts: they do not stay
+    }
+    return tree;
+  }
+
+  dispose(): void {
+    this.restart();
+  }
+
+  /**
+   * Feeds the committed positions [end, a] to the drafter (true features, tokens x[j+1]); they stay in its cache.
+   * Returns its prediction at a [1, C] (the root's state).
+   */
+  private catchUp(seq: readonly number[], a: number): tf.Tensor2D {
+    const hold = this.hold!;
+    const n = a + 1 - this.end;
+    if (hold.shape[0] !== n) throw new Error(`feature drafter: holds features for ${hold.shape[0]} positions, expected ${n}`);
+    const S0 = this.cache.length;
+    const out = tf.tidy(() => {
+      const C = this.model.config.nEmbd;
+      const g = this.model.inputStates(hold); // [n, C]
+      const tokens = tf.tensor2d([seq.slice(this.end + 1, a + 2)], [1, n], 'int32');
+      const mask = new Float32Array(n * (S0 + n)).fill(MASKED);
+      for (let r = 0; r < n; r++) mask.fill(0, r * (S0 + n), r * (S0 + n) + S0 + r + 1);
+      const f = this.model.draftRows(tf.reshape(g, [1, n, C]) as tf.Tensor3D, tokens, tf.tensor2d(mask, [n, S0 + n]), this.cache); // [1, n, C]
+      return tf.reshape(tf.slice(f, [0, n - 1, 0], [1, 1, C]), [1, C]) as tf.Tensor2D;
+    });
+    this.draftForwards += 1;
+    hold.dispose();
+    this.hold = null;
+    this.end = a + 1;
+    return out;
+  }
+
+  /** One drafter forward over the rows of `nodes` (one depth), appended to the cache after the rows before them. */
+  private treeRows(nodes: number[], tree: DraftTree, states: Map<number, tf.Tensor2D>, rowAt: Map<number, number>): void {
+    const S0 = this.cache.length;
+    const n = nodes.length;
+    nodes.forEach((u, i) => rowAt.set(u, S0 + i));
+    const mask = new Float32Array(n * (S0 + n)).fill(MASKED);
+    const committed = this.end - this.windowStart;
+    nodes.forEach((u, i) => {
+      const row = i * (S0 + n);
+      mask.fill(0, row, row + committed); // every committed row
+      for (let v = u; v > 0; v = tree.parents[v]) mask[row + rowAt.get(v)!] = 0; // u and its drafted ancestors
+    });
+    const out = tf.tidy(() => {
+      const C = this.model.config.nEmbd;
+      const g = tf.concat(nodes.map((u) => states.get(tree.parents[u])!), 0); // the parents' predictions [n, C]
+      const tokens = tf.tensor2d([nodes.map((u) => tree.tokens[u])], [1, n], 'int32');
+      const f = this.model.draftRows(tf.reshape(g, [1, n, C]) as tf.Tensor3D, tokens, tf.tensor2d(mask, [n, S0 + n]), this.cache); // [1, n, C]
+      return tf.split(tf.reshape(f, [n, C]), n, 0) as tf.Tensor2D[];
+    });
+    this.draftForwards += 1;
+    nodes.forEach((u, i) => states.set(u, out[i]));
+  }
+
+  private restart(): void {
+    this.cache.dispose();
+    this.hold?.dispose();
+    this.hold = null;
+  }
+}
