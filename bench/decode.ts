@@ -51,7 +51,7 @@ async function main() {
       const s = rng.int(val.length - argv.promptLength);
       return Array.from(val.subarray(s, s + argv.promptLength));
     });
-    const ks = argv.k ? argv.k.split(',').map(Number) : [model.k];
+    const ks = argv.k ? argv.k.split(',').map(Number) : [model.draftK ?? model.k];
     const variant = `${config.model.mtp.kind} k=${model.k}`;
     console.log(`${ckpt}: ${variant}, ${backend.name}; ${argv.prompts} prompts × ${argv.tokens} tokens × ${argv.runs} runs`);
     const trees = argv.trees.split(',');

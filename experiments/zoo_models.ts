@@ -1,8 +1,9 @@
 /**
  * The zoo's reference models: per corpus, the plain next-token model (`<corpus>-ar`), parallel heads with k = 2, 4, 8
- * (`<corpus>-parallel-k<k>`), sequential modules with D = 1, 2, 3 (`<corpus>-sequential-d<D>`), and Medusa-1 with
- * K = 5 heads (`<corpus>-medusa1-k5`) trained on the frozen trunk of that corpus's `-ar` model (so it starts when that
- * one has finished). Every model of a corpus starts from the same base config (preset, steps, backend).
+ * (`<corpus>-parallel-k<k>`), sequential modules with D = 1, 2, 3 (`<corpus>-sequential-d<D>`), and, trained on the
+ * frozen trunk of that corpus's `-ar` model (so they start when that one has finished), Medusa-1 with K = 5 heads
+ * (`<corpus>-medusa1-k5`) and the feature drafter on the last hidden state and on fused states (`<corpus>-feature`,
+ * `<corpus>-feature-fused`). Every model of a corpus starts from the same base config (preset, steps, backend).
  */
 import type { Config, MtpConfig } from '../src/config';
 import { MTP_DEFAULTS, resolveConfig } from '../src/config';
@@ -30,6 +31,8 @@ export function zooModels(base: Config, corpora: readonly CorpusName[]): ZooMode
     for (const k of ZOO_PARALLEL_K) make(`${corpus}-parallel-k${k}`, { ...MTP_DEFAULTS.parallel, k });
     for (const depth of ZOO_SEQUENTIAL_D) make(`${corpus}-sequential-d${depth}`, { ...MTP_DEFAULTS.sequential, depth });
     make(`${corpus}-medusa1-k${ZOO_MEDUSA_HEADS}`, { ...MTP_DEFAULTS.medusa, heads: ZOO_MEDUSA_HEADS, frozenTrunk: true }, `${corpus}-ar`);
+    make(`${corpus}-feature`, { ...MTP_DEFAULTS.feature, features: 'last' }, `${corpus}-ar`);
+    make(`${corpus}-feature-fused`, { ...MTP_DEFAULTS.feature, features: 'fused' }, `${corpus}-ar`);
   }
   return out;
 }

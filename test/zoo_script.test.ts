@@ -34,9 +34,9 @@ describe('npm run zoo', () => {
     const r = zoo('--dry-run', `--runs=${RUNS}`, `--out=${ZOO}`);
     expect(r.status, r.stderr).toBe(0);
     const names = [...r.stdout.matchAll(/^ {2}(\S+) /gm)].map((m) => m[1]);
-    const per = (c: string) => [`${c}-ar`, `${c}-parallel-k2`, `${c}-parallel-k4`, `${c}-parallel-k8`, `${c}-sequential-d1`, `${c}-sequential-d2`, `${c}-sequential-d3`, `${c}-medusa1-k5`];
+    const per = (c: string) => [`${c}-ar`, `${c}-parallel-k2`, `${c}-parallel-k4`, `${c}-parallel-k8`, `${c}-sequential-d1`, `${c}-sequential-d2`, `${c}-sequential-d3`, `${c}-medusa1-k5`, `${c}-feature`, `${c}-feature-fused`];
     expect(names).toEqual([...per('code'), ...per('prose')]);
-    expect(r.stdout).toMatch(/^16 training jobs, \d+ at a time \(preset tiny, 800 steps, backend wasm\)/);
+    expect(r.stdout).toMatch(/^20 training jobs, \d+ at a time \(preset tiny, 800 steps, backend wasm\)/);
     expect(r.stdout).toMatch(/code-medusa1-k5 .*starts from code-ar's checkpoint, after it \| to train → .*code-medusa1-k5\/weights\.f16/);
     expect(r.stdout).toMatch(/each job runs: npm run mtp -- train .*--mtp\.kind=none .*--train\.steps=800 .*--train\.backend=wasm/);
     expect(fs.existsSync(RUNS)).toBe(false);

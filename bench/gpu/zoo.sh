@@ -14,7 +14,8 @@
 # ZOO_ONLY="code-parallel-k4 code-sequential-d3" trains only the named jobs; ZOO_WORKERS=n gives every job n workers.
 #
 # Jobs, per corpus (code, prose): the AR baseline, parallel heads k = 2, 4, 8, sequential modules D = 1, 2, 3 (the
-# `deep` preset, equal steps), and Medusa-1 K = 5 on that corpus's AR baseline once it has finished. Each job is one
+# `deep` preset, equal steps), and on that corpus's AR baseline once it has finished (or when ZOO_RUNS already holds
+# its run folder): Medusa-1 K = 5 and the feature drafters (last and fused states). Each job is one
 # `mtp train`; with 28 cores or more, the costlier jobs get more data-parallel threads (see jobs).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -63,16 +64,21 @@ case "${1:-}" in
       # shellcheck disable=SC2086
       train "$name" "$steps" "$workers" $flags
     done < <(jobs)
-    for corpus in code prose; do # Medusa-1 heads once the baseline is trained
-      wanted "$corpus-medusa1-k5" || continue
-      setsid nohup bash -c "until grep -qE '^(done|error|stopped)' $runs/$corpus-ar.log; do sleep 5; done; \
-        grep -q '^done:' $runs/$corpus-ar.log && bash $0 medusa $corpus $steps" > "$runs/$corpus-medusa.wait.log" 2>&1 < /dev/null &
+    for corpus in code prose; do # Medusa-1 heads and the feature drafters once the baseline is trained
+      for job in medusa1-k5 feature feature-fused; do
+        wanted "$corpus-$job" || continue
+        setsid nohup bash -c "until grep -qE '^(done|error|stopped)' $runs/$corpus-ar.log 2>/dev/null || [ -e $runs/$corpus-ar/model.ckpt -a ! -e $runs/$corpus-ar.log ]; do sleep 5; done; \
+          { grep -q '^done:' $runs/$corpus-ar.log 2>/dev/null || [ ! -e $runs/$corpus-ar.log ]; } && bash $0 frozen $corpus $job $steps" > "$runs/$corpus-$job.wait.log" 2>&1 < /dev/null &
+      done
     done
     sleep 20
     tail -n 2 $runs/*.log | grep -E "backend|error" || true
     ;;
-  medusa) # internal: medusa CORPUS STEPS
-    train "$2-medusa1-k5" "$3" "$(( $(nproc) < 28 ? 1 : 2 ))" --train.corpus="$2" --mtp.kind=medusa --mtp.heads=5 --mtp.frozenTrunk=true --init="$runs/$2-ar/model.ckpt"
+  frozen) # internal: frozen CORPUS JOB STEPS — a model on the frozen trunk of CORPUS-ar (trained here, or carried in $runs)
+    flags=(--mtp.kind=medusa --mtp.heads=5 --mtp.frozenTrunk=true)
+    [ "$3" = feature ] && flags=(--mtp.kind=feature --mtp.features=last)
+    [ "$3" = feature-fused ] && flags=(--mtp.kind=feature --mtp.features=fused)
+    train "$2-$3" "$4" "${ZOO_WORKERS:-$(( $(nproc) < 28 ? 1 : 2 ))}" --train.corpus="$2" "${flags[@]}" --init="$runs/$2-ar/model.ckpt"
     ;;
   wait)
     until=$(( $(date +%s) + ${2:-540} ))

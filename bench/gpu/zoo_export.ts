@@ -1,7 +1,7 @@
 /**
  * Exports every finished run under a folder into a zoo folder (float16 weights + manifest, src/zoo/), for zoo.sh's
  * `collect` on a machine without npm (bundled by prepare.sh). A run's command line is read from `<runs>/<name>.command`;
- * a Medusa run records the AR baseline of its corpus as the model it started from. Unfinished runs are reported and
+ * a Medusa or feature-drafter run records the AR baseline of its corpus as the model it started from. Unfinished runs are reported and
  * skipped. ZOO_MACHINE_NOTE is added to each model's `machine` line.
  *
  *   node zoo_export.js /tmp/zoo OUT/models
@@ -19,7 +19,7 @@ for (const name of fs.readdirSync(runs).sort()) {
   if (!fs.existsSync(path.join(run, 'model.ckpt'))) continue;
   const commandFile = `${run}.command`;
   const command = fs.existsSync(commandFile) ? fs.readFileSync(commandFile, 'utf8').trim() : 'unknown';
-  const initFrom = name.includes('-medusa') ? `${name.split('-')[0]}-ar` : undefined;
+  const initFrom = /-(medusa|feature)/.test(name) ? `${name.split('-')[0]}-ar` : undefined;
   try {
     const workers = /--train\.workers=(\d+)/.exec(command)?.[1];
     const note = [process.env.ZOO_MACHINE_NOTE, workers && `${workers} data-parallel workers`].filter(Boolean).join(', ');

@@ -39,6 +39,14 @@ import { addBlockParams, nextScope, ParamFactory, ParamMap } from './params';
 import { rmsNorm } from './rmsnorm';
 import { crossEntropy, MASKED, Transformer } from './transformer';
 
+/** The drafter's input projection split for decoding (FeatureModel.draftTables). */
+export interface DraftTables {
+  /** diag(γ_g)·P_g [C, C]: the state side. */
+  projG: tf.Tensor2D;
+  /** (γ_e·n(Emb))·P_e [V, C]: the token side of every token. */
+  tokenTable: tf.Tensor2D;
+}
+
 /** Name prefix of the drafter's parameters: `draft.hnorm`, `draft.proj`, `draft.l0.wqkv`, … */
 export const DRAFT_PREFIX = 'draft.';
 
@@ -148,6 +156,35 @@ export class FeatureModel implements MtpModel {
     let h = tf.reshape(project(both, param(this.params, `${DRAFT_PREFIX}proj`) as tf.Tensor as tf.Tensor2D), [B, R, C]) as tf.Tensor3D; // h′
     for (let l = 0; l < this.mtp.layers; l++) h = block(h, this.params, `${DRAFT_PREFIX}l${l}.`, nHead, normEps, { mask, cache, layer: l });
     return h;
+  }
+
+  /**
+   * What drafting can compute once, the weights being fixed meanwhile: with proj split as [P_g ; P_e] (each [C, C]),
+   *   h′ = [γ_g·n(g) ; γ_e·n(Emb x)] · proj = n(g) · (diag(γ_g) P_g) + table[x],
+   * n(·) being RMSNorm without its gain and table = (γ_e·n(Emb)) · P_e [V, C] the token side for every token. A drafter
+   * row then costs one normalisation, one product with a row lookup added, and its blocks. The caller disposes them.
+   */
+  draftTables(): DraftTables {
+    const C = this.config.nEmbd;
+    return tf.tidy(() => {
+      const proj = param(this.params, `${DRAFT_PREFIX}proj`); // [2C, C]
+      const projG = tf.mul(tf.slice(proj, [0, 0], [C, C]), tf.reshape(param(this.params, `${DRAFT_PREFIX}hnorm`), [C, 1])) as tf.Tensor2D;
+      const emb = rmsNorm(param(this.params, 'tokEmb'), param(this.params, `${DRAFT_PREFIX}enorm`), this.config.normEps) as tf.Tensor2D; // [V, C]
+      return { projG, tokenTable: tf.matMul(emb, tf.slice(proj, [C, 0], [C, C])) as tf.Tensor2D };
+    });
+  }
+
+  /**
+   * draftRows for decoding (batch 1) through `draftTables`, equal to it up to float rounding: g [R, C], tokens [R],
+   * mask [R, S] → f̂ [R, C]. Appends to `cache`.
+   */
+  draftRowsDecoding(g: tf.Tensor2D, tokens: tf.Tensor1D, mask: tf.Tensor2D, cache: KVCache, tables: DraftTables): tf.Tensor2D {
+    const [R, C] = g.shape;
+    const { nHead, normEps } = this.config;
+    const n = tf.mul(g, tf.rsqrt(tf.add(tf.mean(tf.square(g), -1, true), normEps))) as tf.Tensor2D; // n(g) [R, C]
+    let h = tf.reshape(project(n, tables.projG, undefined, tf.gather(tables.tokenTable, tokens) as tf.Tensor2D), [1, R, C]) as tf.Tensor3D; // h′
+    for (let l = 0; l < this.mtp.layers; l++) h = block(h, this.params, `${DRAFT_PREFIX}l${l}.`, nHead, normEps, { mask, cache, layer: l });
+    return tf.reshape(h, [R, C]);
   }
 
   /**

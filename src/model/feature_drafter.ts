@@ -19,7 +19,7 @@ import type { ChildDraw, DraftTree } from '../decode/draft_tree';
 import { rootOnly } from '../decode/draft_tree';
 import type { TreeChoices } from '../decode/tree';
 import { pickChildren, TreeShape } from '../decode/tree_shape';
-import type { FeatureModel } from './feature';
+import type { DraftTables, FeatureModel } from './feature';
 import { KVCache } from './kv_cache';
 import { MASKED } from './transformer';
 
@@ -34,6 +34,7 @@ export class FeatureDrafter implements Drafter {
   /** The trunk's features [n, F] at positions [end, end + n) not yet fed to the drafter. */
   private hold: tf.Tensor2D | null = null;
   private windowStart = -1;
+  private readonly tables: DraftTables;
 
   constructor(
     private readonly model: FeatureModel,
@@ -44,6 +45,7 @@ export class FeatureDrafter implements Drafter {
     const kind = choices.length === this.maxDepth ? 'chain' : `${choices.length + 1}-node tree`;
     this.name = `feature drafter ${kind} k=${this.maxDepth + 1}`;
     this.cache = new KVCache(model.mtp.layers);
+    this.tables = model.draftTables();
   }
 
   commit(info: CommitInfo): void {
@@ -105,6 +107,7 @@ export class FeatureDrafter implements Drafter {
 
   dispose(): void {
     this.restart();
+    tf.dispose([this.tables.projG, this.tables.tokenTable]);
   }
 
   /**
@@ -117,13 +120,12 @@ export class FeatureDrafter implements Drafter {
     if (hold.shape[0] !== n) throw new Error(`feature drafter: holds features for ${hold.shape[0]} positions, expected ${n}`);
     const S0 = this.cache.length;
     const out = tf.tidy(() => {
-      const C = this.model.config.nEmbd;
       const g = this.model.inputStates(hold); // [n, C]
-      const tokens = tf.tensor2d([seq.slice(this.end + 1, a + 2)], [1, n], 'int32');
+      const tokens = tf.tensor1d(seq.slice(this.end + 1, a + 2) as number[], 'int32');
       const mask = new Float32Array(n * (S0 + n)).fill(MASKED);
       for (let r = 0; r < n; r++) mask.fill(0, r * (S0 + n), r * (S0 + n) + S0 + r + 1);
-      const f = this.model.draftRows(tf.reshape(g, [1, n, C]) as tf.Tensor3D, tokens, tf.tensor2d(mask, [n, S0 + n]), this.cache); // [1, n, C]
-      return tf.reshape(tf.slice(f, [0, n - 1, 0], [1, 1, C]), [1, C]) as tf.Tensor2D;
+      const f = this.model.draftRowsDecoding(g, tokens, tf.tensor2d(mask, [n, S0 + n]), this.cache, this.tables); // [n, C]
+      return tf.slice(f, [n - 1, 0], [1, -1]) as tf.Tensor2D;
     });
     this.draftForwards += 1;
     hold.dispose();
@@ -145,11 +147,10 @@ export class FeatureDrafter implements Drafter {
       for (let v = u; v > 0; v = tree.parents[v]) mask[row + rowAt.get(v)!] = 0; // u and its drafted ancestors
     });
     const out = tf.tidy(() => {
-      const C = this.model.config.nEmbd;
-      const g = tf.concat(nodes.map((u) => states.get(tree.parents[u])!), 0); // the parents' predictions [n, C]
-      const tokens = tf.tensor2d([nodes.map((u) => tree.tokens[u])], [1, n], 'int32');
-      const f = this.model.draftRows(tf.reshape(g, [1, n, C]) as tf.Tensor3D, tokens, tf.tensor2d(mask, [n, S0 + n]), this.cache); // [1, n, C]
-      return tf.split(tf.reshape(f, [n, C]), n, 0) as tf.Tensor2D[];
+      const g = n === 1 ? states.get(tree.parents[nodes[0]])! : (tf.concat(nodes.map((u) => states.get(tree.parents[u])!), 0) as tf.Tensor2D); // the parents' predictions [n, C]
+      const tokens = tf.tensor1d(nodes.map((u) => tree.tokens[u]), 'int32');
+      const f = this.model.draftRowsDecoding(g, tokens, tf.tensor2d(mask, [n, S0 + n]), this.cache, this.tables); // [n, C]
+      return n === 1 ? [f] : (tf.split(f, n, 0) as tf.Tensor2D[]);
     });
     this.draftForwards += 1;
     nodes.forEach((u, i) => states.set(u, out[i]));
