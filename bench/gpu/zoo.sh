@@ -14,8 +14,8 @@
 # ZOO_ONLY="code-parallel-k4 code-sequential-d3" trains only the named jobs; ZOO_WORKERS=n gives every job n workers.
 #
 # Jobs, per corpus (code, prose): the AR baseline, parallel heads k = 2, 4, 8, sequential modules D = 1, 2, 3 (the
-# `deep` preset, equal steps), and on that corpus's AR baseline once it has finished (or when ZOO_RUNS already holds
-# its run folder): Medusa-1 K = 5 and the feature drafters (last and fused states). Each job is one
+# `deep` preset, equal steps), and on that corpus's AR baseline once it has finished (at once when ZOO_TRUNKS names a
+# folder holding <corpus>-ar/model.ckpt, or is `zoo`: the committed zoo's): Medusa-1 K = 5 and the feature drafters. Each job is one
 # `mtp train`; with 28 cores or more, the costlier jobs get more data-parallel threads (see jobs).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -58,6 +58,7 @@ case "${1:-}" in
     steps=${2:-1600}
     xz -dc $d/node.xz > $node && chmod +x $node
     [ -e node_modules ] || ln -s $d/node_modules node_modules
+    [ -e ../models ] || ln -s "$PWD/models" ../models # zoo:NAME from the bundle in $d looks two folders up
     mkdir -p $runs
     echo "$(nproc) cores; $(jobs | wc -l) trunk jobs, $steps steps each, preset $preset"
     while read -r name workers flags; do
@@ -67,8 +68,8 @@ case "${1:-}" in
     for corpus in code prose; do # Medusa-1 heads and the feature drafters once the baseline is trained
       for job in medusa1-k5 feature feature-fused; do
         wanted "$corpus-$job" || continue
-        setsid nohup bash -c "until grep -qE '^(done|error|stopped)' $runs/$corpus-ar.log 2>/dev/null || [ -e $runs/$corpus-ar/model.ckpt -a ! -e $runs/$corpus-ar.log ]; do sleep 5; done; \
-          { grep -q '^done:' $runs/$corpus-ar.log 2>/dev/null || [ ! -e $runs/$corpus-ar.log ]; } && bash $0 frozen $corpus $job $steps" > "$runs/$corpus-$job.wait.log" 2>&1 < /dev/null &
+        setsid nohup bash -c "until [ -n '${ZOO_TRUNKS:-}' ] || grep -qE '^(done|error|stopped)' $runs/$corpus-ar.log; do sleep 5; done; \
+          { [ -n '${ZOO_TRUNKS:-}' ] || grep -q '^done:' $runs/$corpus-ar.log; } && bash $0 frozen $corpus $job $steps" > "$runs/$corpus-$job.wait.log" 2>&1 < /dev/null &
       done
     done
     sleep 20
@@ -78,7 +79,9 @@ case "${1:-}" in
     flags=(--mtp.kind=medusa --mtp.heads=5 --mtp.frozenTrunk=true)
     [ "$3" = feature ] && flags=(--mtp.kind=feature --mtp.features=last)
     [ "$3" = feature-fused ] && flags=(--mtp.kind=feature --mtp.features=fused)
-    train "$2-$3" "$4" "${ZOO_WORKERS:-$(( $(nproc) < 28 ? 1 : 2 ))}" --train.corpus="$2" "${flags[@]}" --init="$runs/$2-ar/model.ckpt"
+    init="${ZOO_TRUNKS:-$runs}/$2-ar/model.ckpt"
+    [ "${ZOO_TRUNKS:-}" = zoo ] && init="zoo:$2-ar"
+    train "$2-$3" "$4" "${ZOO_WORKERS:-$(( $(nproc) < 28 ? 1 : 2 ))}" --train.corpus="$2" "${flags[@]}" --init="$init"
     ;;
   wait)
     until=$(( $(date +%s) + ${2:-540} ))
