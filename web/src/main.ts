@@ -232,7 +232,7 @@ async function start(): Promise<void> {
   setBusy(false);
   const preferred = ['code-medusa1-k5', 'prose-medusa1-k5'].find((n) => names.includes(n)) ?? names[0];
   const wantedModel = new URLSearchParams(location.search).get('model');
-  const first = wantedModel && names.includes(wantedModel) ? wantedModel : preferred;
+  const first = wantedModel === 'none' ? undefined : wantedModel && names.includes(wantedModel) ? wantedModel : preferred;
   if (ok && first) {
     select.value = first;
     await loadZoo(first);

@@ -51,6 +51,8 @@ export interface DecodeRequest {
   seed: number;
   /** Also run greedy / sampled AR side by side. */
   compare: boolean;
+  /** Time each phase of a step (draft, verify, read, accept, cache); adds a device sync per phase. Default false. */
+  profile?: boolean;
 }
 
 /** One decoding step of one lane. */
@@ -87,6 +89,8 @@ export interface LaneResult extends LaneStats {
   text: string;
   /** Tokens committed per step. */
   steps: number[];
+  /** Milliseconds per phase, summed over the steps (DecodeRequest.profile). */
+  profile?: Record<string, number>;
 }
 
 export interface DecodeResult {

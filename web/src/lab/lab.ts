@@ -62,6 +62,8 @@ export class Lab {
   async init(backend: LabBackend): Promise<BackendInfo> {
     const moving = this.loaded !== null && tf.getBackend() !== backend;
     const weights = moving ? await this.readWeights(this.loaded!.model) : null;
+    // WebGL: shapes as uniforms, so a KV cache that grows each step reuses its shaders instead of compiling new ones.
+    if (backend === 'webgl') tf.env().set('WEBGL_USE_SHAPES_UNIFORMS', true);
     const info = await initBackend(backend, this.wasmPath ? { wasmPath: this.wasmPath } : {});
     if (this.loaded && weights) {
       const old = this.loaded.model;
@@ -114,11 +116,11 @@ export class Lab {
     const lanes: Lane[] = [];
     try {
       const drafter = drafterFor(model, req);
-      lanes.push({ name: 'draft', method: laneName(model, req), session: new DecodeSession(model, drafter, prompt, { acceptance: rule, seed: req.seed }), ms: 0, step: 0 });
+      lanes.push({ name: 'draft', method: laneName(model, req), session: new DecodeSession(model, drafter, prompt, { acceptance: rule, seed: req.seed, profile: req.profile }), ms: 0, step: 0 });
       if (req.compare) {
         const s = rule.sampling;
         const arRule = s.temperature === 0 ? greedyAcceptance() : speculativeAcceptance(s);
-        lanes.push({ name: 'ar', method: s.temperature === 0 ? 'AR greedy' : 'AR sampled', session: new DecodeSession(model, null, prompt, { acceptance: arRule, seed: req.seed }), ms: 0, step: 0 });
+        lanes.push({ name: 'ar', method: s.temperature === 0 ? 'AR greedy' : 'AR sampled', session: new DecodeSession(model, null, prompt, { acceptance: arRule, seed: req.seed, profile: req.profile }), ms: 0, step: 0 });
       }
       const end = prompt.length + req.maxNewTokens;
       while (!this.stopRequested && lanes.some((l) => l.session.seq.length < end)) {
@@ -134,7 +136,7 @@ export class Lab {
       }
       const result = (lane: Lane): LaneResult => {
         const tokens = lane.session.seq.slice(prompt.length);
-        return { ...laneStats(lane), tokens, text: tokenizer.decode(tokens), steps: [...lane.session.steps] };
+        return { ...laneStats(lane), tokens, text: tokenizer.decode(tokens), steps: [...lane.session.steps], ...(req.profile ? { profile: { ...lane.session.profile } } : {}) };
       };
       const draft = result(lanes[0]);
       const ar = lanes[1] ? result(lanes[1]) : undefined;

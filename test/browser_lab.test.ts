@@ -1,0 +1,179 @@
+/**
+ * The lab page (web/) in Debian's headless Chromium, driven by playwright-core: the page is built with Vite into a
+ * temporary folder, served on 127.0.0.1 and opened with every other host blocked. Checked there, on the page's own
+ * worker (the library's src/ code, bundled):
+ * - on `webgl` and on `webgpu` (SwiftShader in headless Chromium), a nano model's logits and every gradient match the
+ *   `cpu` backend in Node (tolerances below);
+ * - every lossless decoder (blockwise, sequential, Medusa with three tree shapes, prompt lookup) reproduces greedy AR
+ *   token for token, on the zoo models, on both GPU backends;
+ * - speculative sampling with a seed repeats exactly, and another seed gives another text;
+ * - the page loads without console errors or off-host requests, a decoding run from the controls keeps the page's
+ *   thread free (no long task), and a screenshot of it is written (runs/browser/lab.png, or $MTP_LAB_SCREENSHOT).
+ * Needs Chromium (apt-get install -y chromium); about a minute.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../src/backend/index';
+import { buildLab, LabPage, openLab, serveLab, LabServer } from '../web/node/lab_browser';
+import { nanoCheck } from '../web/src/lab/check';
+import type { CheckResult, DecodeRequest, DecodeResult, LabBackend, ModelSummary } from '../web/src/protocol';
+
+/**
+ * Largest allowed |x − x_cpu| / max(1, max |x_cpu|), per logits and per gradient tensor. Both GPU backends compute in
+ * float32 on SwiftShader and differ from the cpu backend by summation order only: measured 1.2e-7 (logits) and
+ * ≤ 5e-8 (gradients) on both; float16 arithmetic would show as ~1e-3.
+ */
+const TOLERANCE = 1e-5;
+const SCREENSHOT = process.env.MTP_LAB_SCREENSHOT ?? path.resolve(__dirname, '..', 'runs', 'browser', 'lab.png');
+const PROMPT = 'export function parse(text: string): Node {\n  const ';
+
+let server: LabServer;
+let lab: LabPage;
+let outDir: string;
+
+beforeAll(async () => {
+  outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mtp-lab-web-'));
+  const ms = await buildLab(outDir);
+  console.log(`lab page built in ${(ms / 1000).toFixed(1)} s`);
+  server = await serveLab(outDir);
+  lab = await openLab(server.url, '?backend=webgl&model=none');
+}, 180_000);
+
+afterAll(async () => {
+  await lab?.browser.close();
+  await server?.close();
+  fs.rmSync(outDir, { recursive: true, force: true });
+});
+
+/** Calls a method of the page's worker client (window.mtpLab.client). */
+function call<T>(method: string, ...args: unknown[]): Promise<T> {
+  return lab.page.evaluate(([m, a]) => (window as any).mtpLab.client[m as string](...(a as unknown[])), [method, args] as const) as Promise<T>;
+}
+
+function relErr(a: readonly number[], b: readonly number[]): number {
+  expect(a.length).toBe(b.length);
+  let diff = 0;
+  let scale = 1;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / scale;
+}
+
+const GPU_BACKENDS: LabBackend[] = ['webgl', 'webgpu'];
+
+/** Every lossless decoder of the page: blockwise, sequential, Medusa (chain, dense, sparse trees), prompt lookup. */
+const ALL_DECODERS: [string, Partial<DecodeRequest>][] = [
+  ['code-parallel-k2', { decoder: 'own', tree: 'chain' }],
+  ['code-sequential-d1', { decoder: 'own', tree: 'chain' }],
+  ['code-medusa1-k5', { decoder: 'own', tree: 'chain' }],
+  ['code-medusa1-k5', { decoder: 'own', tree: 'dense', k: 3 }],
+  ['code-medusa1-k5', { decoder: 'own', tree: 'sparse63', k: 4 }],
+  ['code-medusa1-k5', { decoder: 'lookup', tree: 'chain' }],
+];
+/**
+ * WebGPU on SwiftShader costs about 2 ms per kernel dispatch (≈ 2 s per forward of the 8-block zoo models, against
+ * ≈ 70 ms on WebGL), so there the check runs a tree decoder and a chain decoder over fewer tokens.
+ */
+const DECODER_RUNS: Record<string, [string, Partial<DecodeRequest>][]> = {
+  webgl: ALL_DECODERS,
+  webgpu: [ALL_DECODERS[1], ALL_DECODERS[4]],
+};
+const TOKENS: Record<string, number> = { webgl: 20, webgpu: 6 };
+
+describe.each(GPU_BACKENDS)('on %s in Chromium', (backend) => {
+  it('a nano model’s logits and every gradient match cpu', async () => {
+    await initBackend('cpu');
+    const ref = await nanoCheck('parallel', 7);
+    const got = await call<CheckResult>('check', backend, 'parallel', 7);
+    expect(got.backend).toBe(backend);
+    console.log(`${backend} (${got.detail}): logits rel. error ${relErr(got.logits, ref.logits).toExponential(1)}`);
+    expect(relErr(got.logits, ref.logits)).toBeLessThan(TOLERANCE);
+    expect(Math.abs(got.loss - ref.loss)).toBeLessThan(TOLERANCE * Math.max(1, ref.loss));
+    expect(Object.keys(got.grads).sort()).toEqual(Object.keys(ref.grads).sort());
+    let worst = 0;
+    for (const [name, g] of Object.entries(ref.grads)) {
+      const e = relErr(got.grads[name], g);
+      worst = Math.max(worst, e);
+      expect(e, `gradient of ${name}`).toBeLessThan(TOLERANCE);
+    }
+    console.log(`${backend}: ${Object.keys(ref.grads).length} gradients, worst rel. error ${worst.toExponential(1)}`);
+  });
+
+  it('lossless decoders reproduce greedy AR token for token on the zoo models', async () => {
+    await call('init', backend);
+    const runs = DECODER_RUNS[backend];
+    let loaded = '';
+    for (const [model, opts] of runs) {
+      if (model !== loaded) {
+        const s = await call<ModelSummary>('loadZoo', model);
+        expect(s.label).toBe(`zoo:${model}`);
+        loaded = model;
+      }
+      const req: DecodeRequest = { prompt: PROMPT, maxNewTokens: TOKENS[backend], decoder: 'own', tree: 'chain', acceptance: 'greedy', temperature: 0, topK: 0, topP: 1, seed: 0, compare: true, ...opts };
+      const r = await call<DecodeResult>('decode', req);
+      expect(r.mustMatch).toBe(true);
+      expect(r.draft.tokens, `${model} ${r.draft.method}`).toEqual(r.ar!.tokens);
+      expect(r.draft.tokens.length).toBe(TOKENS[backend]);
+      expect(r.ar!.tau).toBe(1);
+      expect(r.draft.forwards).toBeLessThanOrEqual(r.ar!.forwards);
+      console.log(`${backend} ${model} ${r.draft.method}: identical, τ ${r.draft.tau.toFixed(2)}`);
+    }
+  });
+});
+
+describe('in the page', () => {
+  it('speculative sampling is seeded: the same seed repeats the text, another seed changes it', async () => {
+    await call('init', 'webgl');
+    await call('loadZoo', 'code-medusa1-k5');
+    const req: DecodeRequest = { prompt: PROMPT, maxNewTokens: 24, decoder: 'own', tree: 'chain', acceptance: 'sampling', temperature: 1, topK: 0, topP: 1, seed: 11, compare: false };
+    const a = await call<DecodeResult>('decode', req);
+    const b = await call<DecodeResult>('decode', req);
+    const c = await call<DecodeResult>('decode', { ...req, seed: 12 });
+    expect(a.mustMatch).toBe(false);
+    expect(b.draft.tokens).toEqual(a.draft.tokens);
+    expect(c.draft.tokens).not.toEqual(a.draft.tokens);
+  });
+
+  it('a decoding run from the controls keeps the page responsive and shows its result; screenshot written', async () => {
+    const { page } = lab;
+    await page.evaluate(() => {
+      const w = window as any;
+      w.longTasks = [];
+      new PerformanceObserver((list) => w.longTasks.push(...list.getEntries().map((e) => Math.round(e.duration)))).observe({ type: 'longtask' });
+    });
+    await page.selectOption('#backend', 'webgl');
+    await page.waitForFunction(() => document.body.dataset.state === 'idle' && document.body.dataset.backend === 'webgl');
+    await page.selectOption('#model', 'code-medusa1-k5');
+    await page.waitForFunction(() => document.body.dataset.state === 'idle' && document.body.dataset.model === 'zoo:code-medusa1-k5');
+    await page.selectOption('#tree', 'sparse63');
+    await page.fill('#k', '4');
+    await page.fill('#tokens', '48');
+    await page.evaluate(() => {
+      const w = window as any;
+      w.longTasks = [];
+      w.treeNodes = 0; // the largest draft tree drawn during the run
+      const host = document.getElementById('tree-view')!;
+      new MutationObserver(() => (w.treeNodes = Math.max(w.treeNodes, host.querySelectorAll('rect').length))).observe(host, { childList: true, subtree: true });
+    });
+    await page.click('#generate');
+    await page.waitForFunction(() => document.body.dataset.state === 'idle' && document.getElementById('verdict')!.textContent !== '', undefined, { timeout: 120_000 });
+    expect(await page.textContent('#verdict')).toMatch(/^Identical to greedy AR, token for token/);
+    expect(await page.textContent('#lane-draft .stats')).toMatch(/48 tokens, \d+ forwards {2}τ \d\.\d\d {2}α [\d.]+ \/ /);
+    expect(await page.getAttribute('#tree-view svg', 'aria-label')).toMatch(/^draft tree: \d+ draft nodes, \d+ accepted$/);
+    expect(await page.evaluate(() => (window as any).treeNodes)).toBeGreaterThan(20); // sparse tree at k = 4: 10 + 28 + 23 nodes, the root and the bonus
+    const longTasks: number[] = await page.evaluate(() => (window as any).longTasks);
+    expect(longTasks, 'main-thread tasks over 50 ms during decoding (ms)').toEqual([]);
+    fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    expect(fs.statSync(SCREENSHOT).size).toBeGreaterThan(10_000);
+  });
+
+  it('loaded and ran without console errors and without a request off 127.0.0.1', () => {
+    expect(lab.errors).toEqual([]);
+    expect(lab.offsite).toEqual([]);
+  });
+});
