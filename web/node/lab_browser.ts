@@ -18,10 +18,18 @@ export const WEB_DIR = path.resolve(__dirname, '..');
 /** The lab's Chromium flags: the figure writer's, plus WebGPU. */
 export const LAB_CHROMIUM_ARGS = [...CHROMIUM_ARGS, '--enable-unsafe-webgpu'];
 
+/** The part of Vite's API used here (imported by name at run time: the repository's Node code resolves modules as node10, which cannot see Vite's ESM-only types). */
+interface ViteApi {
+  build(config: object): Promise<unknown>;
+  preview(config: object): Promise<{ resolvedUrls: { local: string[] } | null; close(): Promise<void> }>;
+}
+const VITE: string = 'vite';
+const vite = () => import(VITE) as Promise<ViteApi>;
+
 /** Builds the page into `outDir` (default web/dist); returns how long it took in ms. */
 export async function buildLab(outDir = path.join(WEB_DIR, 'dist')): Promise<number> {
   const t0 = performance.now();
-  const { build } = await import('vite');
+  const { build } = await vite();
   await build({ configFile: path.join(WEB_DIR, 'vite.config.ts'), configLoader: 'runner', logLevel: 'warn', build: { outDir, emptyOutDir: true } });
   return performance.now() - t0;
 }
@@ -35,7 +43,7 @@ export interface LabServer {
 /** Serves a built page (vite preview, as `npm run lab` does) on 127.0.0.1 at a free port. */
 export async function serveLab(outDir = path.join(WEB_DIR, 'dist')): Promise<LabServer> {
   if (!fs.existsSync(path.join(outDir, 'index.html'))) throw new Error(`${outDir} holds no built page: run npm run lab:build first`);
-  const { preview } = await import('vite');
+  const { preview } = await vite();
   const server = await preview({ configFile: path.join(WEB_DIR, 'vite.config.ts'), configLoader: 'runner', logLevel: 'warn', build: { outDir }, preview: { host: '127.0.0.1', port: 0, strictPort: false, open: false } });
   const url = server.resolvedUrls?.local[0];
   if (!url) throw new Error('vite preview started without a local URL');
