@@ -138,6 +138,27 @@ describe('in the page', () => {
     expect(c.draft.tokens).not.toEqual(a.draft.tokens);
   });
 
+  it('trains a nano model on webgl from the panel: progress, a falling loss curve, then it decodes losslessly', async () => {
+    const { page } = lab;
+    await page.selectOption('#backend', 'webgl');
+    await page.waitForFunction(() => document.body.dataset.state === 'idle' && document.body.dataset.backend === 'webgl');
+    await page.selectOption('#train-kind', 'parallel');
+    await page.fill('#train-steps', '8');
+    await page.click('#train-start');
+    await page.waitForFunction(() => document.body.dataset.state === 'idle' && /done/.test(document.getElementById('train-status')!.textContent!), undefined, { timeout: 120_000 });
+    expect(await page.evaluate(() => (document.getElementById('train-progress') as HTMLProgressElement).value)).toBe(1);
+    expect(await page.textContent('#train-status')).toMatch(/^step 8\/8, loss \d\.\d{3} \(\d+ ms\/step on webgl\)/);
+    await page.waitForFunction(() => ((document.getElementById('loss-plot') as any).data?.[0]?.y?.length ?? 0) === 8);
+    const losses: number[] = await page.evaluate(() => (document.getElementById('loss-plot') as any).data[0].y);
+    expect(losses[7]).toBeLessThan(losses[0]);
+    expect(await page.locator('#loss-plot .main-svg').count()).toBeGreaterThan(0);
+    expect(await page.textContent('#model-status')).toMatch(/^nano parallel \(trained here\): parallel, 3 tokens per position \(decoder: blockwise\)/);
+    await page.fill('#tokens', '12');
+    await page.click('#generate');
+    await page.waitForFunction(() => document.body.dataset.state === 'idle' && document.getElementById('verdict')!.textContent !== '', undefined, { timeout: 120_000 });
+    expect(await page.textContent('#verdict')).toMatch(/^Identical to greedy AR, token for token/);
+  });
+
   it('a decoding run from the controls keeps the page responsive and shows its result; screenshot written', async () => {
     const { page } = lab;
     await page.evaluate(() => {

@@ -140,6 +140,7 @@ async function generate(): Promise<void> {
   $('verdict').className = 'verdict';
   $('verdict').textContent = '';
   $('tree-view').replaceChildren();
+  $('tree-title').textContent = 'Draft tree of the current step';
   // Events are drawn once per animation frame, so a burst of fast steps never holds this thread for long.
   let queued: StepEvent[] = [];
   let frame = 0;
@@ -150,9 +151,13 @@ async function generate(): Promise<void> {
     let lastTree: StepEvent | null = null;
     for (const e of events) {
       lanes[e.lane].addStep(e.committed, e.stats);
-      if (e.lane === 'draft') lastTree = e;
+      if (e.lane === 'draft' && (e.tree.tokens.length > 1 || lastTree === null)) lastTree = e;
     }
-    if (lastTree) drawTree($('tree-view'), lastTree, text);
+    // The last step that drafted: the final steps of a run may have no room left for drafts.
+    if (lastTree && (lastTree.tree.tokens.length > 1 || $('tree-view').childElementCount === 0)) {
+      drawTree($('tree-view'), lastTree, text);
+      $('tree-title').textContent = `Draft tree of step ${lastTree.step + 1}: ${lastTree.tree.tokens.length - 1} draft node(s), ${lastTree.path.length - 1} accepted, then the bonus token`;
+    }
   };
   const r = await run('decoding', () =>
     client.decode(req, (e) => {

@@ -20,6 +20,7 @@ export class LossPlot {
     this.series = series;
     this.steps = [];
     this.losses = [];
+    this.host.hidden = false;
     this.plotly ??= import('plotly.js-dist-min').then((m) => m.default);
     this.draw();
   }
