@@ -15,6 +15,7 @@ import { fusedAttention } from '../src/backend/wasm_attention';
 import { fusedLayerNorm } from '../src/backend/wasm_layer_norm';
 import { fusedBiasGelu } from '../src/backend/wasm_bias_gelu';
 import { fusedLinear } from '../src/backend/wasm_linear';
+import { DECODE_BLOCK, DECODE_BLOCK_FLAG } from '../src/backend/wasm_decode_block';
 import { KERNELS_WASM_BASE64 } from '../src/backend/native/kernels_wasm';
 import { MASKED, Transformer } from '../src/model/transformer';
 import { resolveConfig } from '../src/config';
@@ -244,6 +245,41 @@ describe('wasm kernels: a row does not depend on the rows computed with it', () 
       }
     });
   }
+  it(`decoding blocks as one kernel (${DECODE_BLOCK_FLAG}) give the same logits, bit for bit, as op by op, and leak nothing`, async () => {
+    const model = new Transformer({ ...resolveConfig('deep').model, nLayer: 2 });
+    const tokens = Array.from({ length: 40 }, (_, i) => (i * 53 + 7) % 256);
+    const logits = async (chunk: number, fused: boolean): Promise<number[]> => {
+      tf.env().set(DECODE_BLOCK_FLAG, fused);
+      const cache = model.newCache();
+      const out: number[] = [];
+      for (let i = 0; i < tokens.length; i += chunk) {
+        const l = tf.tidy(() => model.verifyForward(tokens.slice(i, i + chunk), cache).logits);
+        out.push(...((await l.data()) as Float32Array));
+        l.dispose();
+      }
+      cache.truncate(3); // a rejected draft: the next forward writes over the dropped positions
+      const again = tf.tidy(() => model.verifyForward(tokens.slice(3, 9), cache).logits);
+      out.push(...((await again.data()) as Float32Array));
+      again.dispose();
+      cache.dispose();
+      return out;
+    };
+    try {
+      let kernels = 0;
+      const n0 = tf.memory().numTensors;
+      for (const chunk of [1, 6, 40]) {
+        const profile = await tf.profile(async () => void (await logits(chunk, true)));
+        kernels = profile.kernels.filter((k) => k.name === DECODE_BLOCK).length;
+        expect(kernels, 'one fused kernel per block and forward').toBe(2 * Math.ceil(tokens.length / chunk) + 2);
+        expect(await logits(chunk, true), `${chunk} tokens per forward`).toEqual(await logits(chunk, false));
+      }
+      expect(tf.memory().numTensors).toBe(n0);
+    } finally {
+      tf.env().set(DECODE_BLOCK_FLAG, true);
+      model.dispose();
+    }
+  });
+
   it('a model gives each position the same logits, bit for bit, fed 1, 2, 3, 6 or 16 tokens per forward or all at once', async () => {
     const model = new Transformer({ ...resolveConfig('deep').model, nLayer: 2 }); // MLP width 384: K-blocked products
     const tokens = Array.from({ length: 30 }, (_, i) => (i * 37 + 11) % 256);

@@ -19,6 +19,7 @@ import { registerAttentionKernels } from './wasm_attention';
 import { registerLayerNormKernels } from './wasm_layer_norm';
 import { registerBiasGeluKernels } from './wasm_bias_gelu';
 import { registerLinearKernel } from './wasm_linear';
+import { registerDecodeBlockKernel } from './wasm_decode_block';
 
 /**
  * Registers every fix and kernel for the `wasm` backend. Idempotent: an existing wasm UnsortedSegmentSum is kept, and
@@ -34,4 +35,5 @@ export function registerWasmFixes(): void {
   registerLayerNormKernels();
   registerBiasGeluKernels();
   registerLinearKernel();
+  registerDecodeBlockKernel();
 }

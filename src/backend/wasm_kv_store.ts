@@ -51,6 +51,16 @@ export class WasmKVStore {
     this.invalidate();
   }
 
+  /**
+   * The layer's buffers with room for positions [0, rows), keeping [0, past): for a kernel that writes the new rows
+   * itself (the fused decoding block). The views handed out by layer() are dropped.
+   */
+  slot(layer: number, B: number, hs: number, past: number, rows: number): LayerBuffers {
+    const bufs = this.reserve(layer, B, hs, past, rows);
+    this.invalidate();
+    return bufs;
+  }
+
   /** Writes keys and values given head-major, k, v [B, H, T, hs], at positions [past, past + T). */
   writeHeads(layer: number, k: tf.Tensor4D, v: tf.Tensor4D, past: number): void {
     const [B, H, T, hs] = k.shape;

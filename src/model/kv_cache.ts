@@ -124,6 +124,20 @@ export class KVCache {
     return { ...store.buffers(layer)!, S };
   }
 
+  /**
+   * The in-place path of the fused wasm decoding block: room for T new tokens of one layer, which the block's kernel
+   * writes at position `past` itself; returns the layer's buffers (keys transposed [B, H, hs, cap], values
+   * [B, H, cap, hs]) and S = past + T valid positions. Null when this cache keeps plain tensors.
+   */
+  slotForBlock(layer: number, B: number, T: number, nHead: number, hs: number): { kt: tf.Tensor4D; v: tf.Tensor4D; past: number; S: number } | null {
+    const store = this.storeFor(nHead);
+    if (!(store instanceof WasmKVStore)) return null;
+    const past = this.len;
+    const bufs = store.slot(layer, B, hs, past, past + T);
+    this.advance(T);
+    return { ...bufs, past, S: past + T };
+  }
+
   /** Keeps the first `len` positions. */
   truncate(len: number): void {
     if (!Number.isInteger(len) || len < 0 || len > this.len) {
