@@ -7,17 +7,24 @@
  * - every lossless decoder (blockwise, sequential, Medusa with three tree shapes, prompt lookup) reproduces greedy AR
  *   token for token, on the zoo models, on both GPU backends;
  * - speculative sampling with a seed repeats exactly, and another seed gives another text;
+ * - the training panel trains on webgl; a checkpoint file opens; without WebGPU the page says so and uses WebGL;
  * - the page loads without console errors or off-host requests, a decoding run from the controls keeps the page's
- *   thread free (no long task), and a screenshot of it is written (runs/browser/lab.png, or $MTP_LAB_SCREENSHOT).
- * Needs Chromium (apt-get install -y chromium); about a minute.
+ *   thread free (long tasks: few and short), and a screenshot of it is written (runs/browser/lab.png, or
+ *   $MTP_LAB_SCREENSHOT).
+ * Needs Chromium (apt-get install -y chromium); about 1.5 minutes on 2 idle cores.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../src/backend/index';
+import { resolveConfig } from '../src/config';
+import { createModel } from '../src/model/create';
+import { CHROMIUM_ARGS } from '../src/plot/write';
+import { saveCheckpoint } from '../src/train/checkpoint';
 import { buildLab, LabPage, openLab, serveLab, LabServer } from '../web/node/lab_browser';
 import { nanoCheck } from '../web/src/lab/check';
+import { nanoMtp } from '../web/src/lab/choices';
 import type { CheckResult, DecodeRequest, DecodeResult, LabBackend, ModelSummary } from '../web/src/protocol';
 
 /**
@@ -186,11 +193,53 @@ describe('in the page', () => {
     expect(await page.textContent('#lane-draft .stats')).toMatch(/48 tokens, \d+ forwards {2}τ \d\.\d\d {2}α [\d.]+ \/ /);
     expect(await page.getAttribute('#tree-view svg', 'aria-label')).toMatch(/^draft tree: \d+ draft nodes, \d+ accepted$/);
     expect(await page.evaluate(() => (window as any).treeNodes)).toBeGreaterThan(20); // sparse tree at k = 4: 10 + 28 + 23 nodes, the root and the bonus
+    // Decoding on the page's thread would make every step a long task (a WebGL step of this model takes ≥ 70 ms); in the
+    // worker, the page only draws. A busy machine can stretch an occasional drawing task past 50 ms, hence the slack.
     const longTasks: number[] = await page.evaluate(() => (window as any).longTasks);
-    expect(longTasks, 'main-thread tasks over 50 ms during decoding (ms)').toEqual([]);
+    const steps = (await page.locator('#lane-draft .text span[class^="s"]').count()) + (await page.locator('#lane-ar .text span[class^="s"]').count());
+    console.log(`main-thread tasks over 50 ms during ${steps} decoding steps: [${longTasks.join(', ')}] ms`);
+    expect(steps).toBeGreaterThan(48);
+    expect(longTasks.length, `main-thread tasks over 50 ms during decoding: [${longTasks}] ms`).toBeLessThanOrEqual(steps / 10);
+    expect(Math.max(0, ...longTasks), 'the longest main-thread task during decoding (ms)').toBeLessThan(200);
     fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(fs.statSync(SCREENSHOT).size).toBeGreaterThan(10_000);
+  });
+
+  it('opens a checkpoint file written by the CLI’s code and decodes with it', async () => {
+    const { page } = lab;
+    const config = resolveConfig('nano', { model: { mtp: nanoMtp('medusa', 3), seed: 5 } });
+    await initBackend('cpu');
+    const model = createModel(config.model);
+    const file = path.join(outDir, 'medusa-nano.ckpt');
+    await saveCheckpoint(file, { config, tokenizer: { kind: 'byte' }, step: 0 }, model.params);
+    model.dispose();
+    await page.setInputFiles('#ckpt', file);
+    await page.waitForFunction(() => document.body.dataset.state === 'idle' && document.body.dataset.model === 'file:medusa-nano.ckpt');
+    expect(await page.textContent('#model-status')).toMatch(/^file:medusa-nano\.ckpt: medusa, 3 tokens per position \(decoder: medusa\); 2 blocks × 32/);
+    await page.selectOption('#decoder', 'own');
+    await page.selectOption('#tree', 'dense');
+    await page.fill('#k', '');
+    await page.fill('#tokens', '10');
+    await page.click('#generate');
+    await page.waitForFunction(() => document.body.dataset.state === 'idle' && document.getElementById('verdict')!.textContent !== '', undefined, { timeout: 120_000 });
+    expect(await page.textContent('#verdict')).toMatch(/^Identical to greedy AR, token for token/);
+    const r: DecodeResult = await page.evaluate(() => (window as any).mtpLab.lastResult);
+    expect(r.draft.tokens).toHaveLength(10);
+  });
+
+  it('without WebGPU (no --enable-unsafe-webgpu) says so and starts on WebGL; asking for webgpu names the reason', async () => {
+    const plain = await openLab(server.url, '?model=none', { args: CHROMIUM_ARGS });
+    try {
+      expect(await plain.page.textContent('#messages')).toContain('WebGPU is not available in this browser (no adapter); using WebGL');
+      expect(await plain.page.evaluate(() => document.body.dataset.backend)).toBe('webgl');
+      await plain.page.selectOption('#backend', 'webgpu');
+      await plain.page.waitForFunction(() => document.body.dataset.state === 'idle' && /unavailable/.test(document.getElementById('backend-status')!.textContent!));
+      expect(await plain.page.textContent('#backend-status')).toMatch(/^webgpu is unavailable here: WebGPU is not available in this browser \(navigator\.gpu gave no adapter; headless Chromium needs --enable-unsafe-webgpu\)/);
+      expect(plain.errors).toEqual([]);
+    } finally {
+      await plain.browser.close();
+    }
   });
 
   it('loaded and ran without console errors and without a request off 127.0.0.1', () => {

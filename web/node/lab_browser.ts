@@ -60,11 +60,14 @@ export interface LabPage {
   offsite: string[];
 }
 
-/** Launches Chromium and opens `url` (query e.g. '?backend=webgl'); waits until the page has started (data-ready). */
-export async function openLab(url: string, query = '', opts: { width?: number; height?: number } = {}): Promise<LabPage> {
+/**
+ * Launches Chromium (flags: `opts.args`, default LAB_CHROMIUM_ARGS) and opens `url` (query e.g. '?backend=webgl');
+ * waits until the page has started (data-ready).
+ */
+export async function openLab(url: string, query = '', opts: { width?: number; height?: number; args?: string[] } = {}): Promise<LabPage> {
   if (!fs.existsSync(CHROMIUM_PATH)) throw new Error(`the browser tests need Chromium at ${CHROMIUM_PATH}: apt-get install -y chromium`);
   const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: LAB_CHROMIUM_ARGS, headless: true });
+  const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: opts.args ?? LAB_CHROMIUM_ARGS, headless: true });
   const page = await browser.newPage({ viewport: { width: opts.width ?? 1280, height: opts.height ?? 1000 } });
   const errors: string[] = [];
   const offsite: string[] = [];

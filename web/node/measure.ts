@@ -3,7 +3,7 @@
  * AR and of each zoo model's own decoder (and prompt lookup), the numbers of the README's table. Builds the page,
  * serves it on 127.0.0.1 and drives the page's worker client; prints a Markdown table.
  *
- *   npm run lab:measure                         # every backend, 64 tokens
+ *   npm run lab:measure                         # every backend, 32 tokens (after a warm-up run of the same request)
  *   npm run lab:measure -- --backends=webgl,wasm --tokens=128
  */
 import type { DecodeRequest, DecodeResult, LabBackend, LabDecoder, LabTree } from '../src/protocol';
@@ -31,7 +31,7 @@ function arg(name: string, fallback: string): string {
 
 async function main(): Promise<void> {
   const backends = arg('backends', 'webgpu,webgl,wasm,cpu').split(',') as LabBackend[];
-  const tokens = Number(arg('tokens', '64'));
+  const tokens = Number(arg('tokens', '32'));
   const prompt = 'export function parse(text: string): Node {\n  const ';
   await buildLab();
   const server = await serveLab();
@@ -56,8 +56,8 @@ async function main(): Promise<void> {
           loaded = row.model;
         }
         const req: DecodeRequest = { prompt, maxNewTokens: tokens, decoder: row.decoder, tree: row.tree, acceptance: 'greedy', temperature: 0, topK: 0, topP: 1, seed: 0, compare: row.decoder !== 'ar' };
-        // a short warm-up run compiles the backend's kernels for these shapes
-        await lab.page.evaluate((r) => (window as any).mtpLab.client.decode({ ...r, maxNewTokens: 8, compare: false }), req);
+        // a warm-up run of the same request compiles the backend's kernels for every shape the measured run meets
+        await lab.page.evaluate((r) => (window as any).mtpLab.client.decode(r), req);
         const r: DecodeResult = await lab.page.evaluate((q) => (window as any).mtpLab.client.decode(q), req);
         const name = row.decoder === 'own' ? `${r.draft.method}` : row.decoder === 'lookup' ? 'prompt lookup' : 'AR greedy';
         const same = r.identical === null ? '–' : r.identical ? 'yes' : 'NO';

@@ -71,7 +71,8 @@ async function chooseBackend(name: LabBackend): Promise<boolean> {
     document.body.dataset.backend = info.name;
     return true;
   } catch (e) {
-    setStatus('backend-status', `${name} is unavailable here: ${(e as Error).message}`, true);
+    setStatus('backend-status', `${name} is unavailable here: ${(e as Error).message}${document.body.dataset.backend ? `; still on ${document.body.dataset.backend}` : ''}`, true);
+    if (document.body.dataset.backend) $<HTMLSelectElement>('backend').value = document.body.dataset.backend;
     return false;
   }
 }
