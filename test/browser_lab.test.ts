@@ -90,6 +90,8 @@ const DECODER_RUNS: Record<string, [string, Partial<DecodeRequest>][]> = {
   webgpu: [ALL_DECODERS[1], ALL_DECODERS[4]],
 };
 const TOKENS: Record<string, number> = { webgl: 20, webgpu: 6 };
+/** Per-test limit: CI's 2 cores may be shared with the rest of the suite, and WebGPU on SwiftShader is slow. */
+const SLOW = 240_000;
 
 describe.each(GPU_BACKENDS)('on %s in Chromium', (backend) => {
   it('a nano model’s logits and every gradient match cpu', async () => {
@@ -108,7 +110,7 @@ describe.each(GPU_BACKENDS)('on %s in Chromium', (backend) => {
       expect(e, `gradient of ${name}`).toBeLessThan(TOLERANCE);
     }
     console.log(`${backend}: ${Object.keys(ref.grads).length} gradients, worst rel. error ${worst.toExponential(1)}`);
-  });
+  }, SLOW);
 
   it('lossless decoders reproduce greedy AR token for token on the zoo models', async () => {
     await call('init', backend);
@@ -129,7 +131,7 @@ describe.each(GPU_BACKENDS)('on %s in Chromium', (backend) => {
       expect(r.draft.forwards).toBeLessThanOrEqual(r.ar!.forwards);
       console.log(`${backend} ${model} ${r.draft.method}: identical, τ ${r.draft.tau.toFixed(2)}`);
     }
-  });
+  }, SLOW);
 });
 
 describe('in the page', () => {
@@ -143,7 +145,7 @@ describe('in the page', () => {
     expect(a.mustMatch).toBe(false);
     expect(b.draft.tokens).toEqual(a.draft.tokens);
     expect(c.draft.tokens).not.toEqual(a.draft.tokens);
-  });
+  }, SLOW);
 
   it('trains a nano model on webgl from the panel: progress, a falling loss curve, then it decodes losslessly', async () => {
     const { page } = lab;
@@ -164,7 +166,7 @@ describe('in the page', () => {
     await page.click('#generate');
     await page.waitForFunction(() => document.body.dataset.state === 'idle' && document.getElementById('verdict')!.textContent !== '', undefined, { timeout: 120_000 });
     expect(await page.textContent('#verdict')).toMatch(/^Identical to greedy AR, token for token/);
-  });
+  }, SLOW);
 
   it('a decoding run from the controls keeps the page responsive and shows its result; screenshot written', async () => {
     const { page } = lab;
@@ -204,7 +206,7 @@ describe('in the page', () => {
     fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(fs.statSync(SCREENSHOT).size).toBeGreaterThan(10_000);
-  });
+  }, SLOW);
 
   it('opens a checkpoint file written by the CLI’s code and decodes with it', async () => {
     const { page } = lab;
@@ -226,7 +228,7 @@ describe('in the page', () => {
     expect(await page.textContent('#verdict')).toMatch(/^Identical to greedy AR, token for token/);
     const r: DecodeResult = await page.evaluate(() => (window as any).mtpLab.lastResult);
     expect(r.draft.tokens).toHaveLength(10);
-  });
+  }, SLOW);
 
   it('without WebGPU (no --enable-unsafe-webgpu) says so and starts on WebGL; asking for webgpu names the reason', async () => {
     const plain = await openLab(server.url, '?model=none', { args: CHROMIUM_ARGS });
@@ -240,7 +242,7 @@ describe('in the page', () => {
     } finally {
       await plain.browser.close();
     }
-  });
+  }, SLOW);
 
   it('loaded and ran without console errors and without a request off 127.0.0.1', () => {
     expect(lab.errors).toEqual([]);

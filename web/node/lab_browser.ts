@@ -69,6 +69,7 @@ export async function openLab(url: string, query = '', opts: { width?: number; h
   const { chromium } = await import('playwright-core');
   const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: opts.args ?? LAB_CHROMIUM_ARGS, headless: true });
   const page = await browser.newPage({ viewport: { width: opts.width ?? 1280, height: opts.height ?? 1000 } });
+  page.setDefaultTimeout(120_000); // a busy 2-core machine: loading a model on SwiftShader can take a while
   const errors: string[] = [];
   const offsite: string[] = [];
   page.on('console', (m) => {

@@ -1,6 +1,6 @@
 /**
  * The draft tree of one step as SVG: the root (the last committed token) on the left, one column per depth, each
- * node's children in index order; the accepted path is green and the step's bonus token (the target's own next
+ * node's children below it in index order (rank order for head drafters); the accepted path is green and the step's bonus token (the target's own next
  * token after the path) hangs off its end, dashed.
  */
 import type { StepEvent } from '../protocol';
@@ -26,16 +26,25 @@ export function drawTree(host: HTMLElement, event: StepEvent, tokens: TokenText)
   const depth = [0];
   for (let i = 1; i < N; i++) depth.push(depth[parents[i]] + 1);
   const maxDepth = Math.max(...depth) + 1; // + the bonus column
-  const rowInDepth: number[] = [];
-  const perDepth = new Array<number>(maxDepth + 1).fill(0);
-  for (let i = 0; i < N; i++) rowInDepth.push(perDepth[depth[i]]++);
+  // Rows in depth-first order: a first child stays on its parent's row (so a chain is one line), later children open
+  // new rows below the parent's subtree.
+  const children: number[][] = ids.map(() => []);
+  for (let i = 1; i < N; i++) children[parents[i]].push(i);
+  const row = new Array<number>(N).fill(0);
+  let rows = 0;
+  const place = (i: number, r: number) => {
+    row[i] = r;
+    rows = Math.max(rows, r + 1);
+    children[i].forEach((c, j) => place(c, j === 0 ? r : rows));
+  };
+  place(0, 0);
   const accepted = new Set(event.path);
   const last = event.path[event.path.length - 1];
-  const bonus = { x: (depth[last] + 1) * COL + 8, y: perDepth[depth[last] + 1]++ * ROW + 8 };
-  const rows = Math.max(...perDepth);
+  const bonusRow = children[last].length === 0 ? row[last] : rows++;
+  const bonus = { x: (depth[last] + 1) * COL + 8, y: bonusRow * ROW + 8 };
   const svg = el('svg', { width: (maxDepth + 1) * COL + 16, height: rows * ROW + 16, role: 'img' });
   svg.setAttribute('aria-label', `draft tree: ${N - 1} draft nodes, ${event.path.length - 1} accepted`);
-  const pos = (i: number) => ({ x: depth[i] * COL + 8, y: rowInDepth[i] * ROW + 8 });
+  const pos = (i: number) => ({ x: depth[i] * COL + 8, y: row[i] * ROW + 8 });
   const link = (a: { x: number; y: number }, b: { x: number; y: number }, on: boolean, dashed = false) =>
     svg.append(el('line', { x1: a.x + W, y1: a.y + H / 2, x2: b.x, y2: b.y + H / 2, stroke: on ? '#2e7d32' : '#bbb', 'stroke-width': on ? 2 : 1, ...(dashed ? { 'stroke-dasharray': '4 3' } : {}) }));
   for (let i = 1; i < N; i++) link(pos(parents[i]), pos(i), accepted.has(i) && accepted.has(parents[i]));
