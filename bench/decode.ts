@@ -8,6 +8,7 @@
  * sparse63 = trees, decode/tree.ts), and prompt lookup (no weights) beside it.
  *
  *   npm run bench:decode -- --ckpt=runs/tiny-par4/model.ckpt [--k=1,2,3,4] [--trees=chain,dense] [--prompts=8] [--tokens=128] [--runs=5]
+ *   npm run bench:decode -- --ckpt=zoo:code-medusa1-k5,zoo:code-feature --k=4,6 --prompts=16 --promptLength=64
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -20,12 +21,13 @@ import { optimisedTree } from '../src/eval/draft_accuracy';
 import type { MtpModel } from '../src/model/mtp_model';
 import { compareWithAR, SpeedRow } from '../src/eval/speed';
 import { loadModel } from '../src/train/run';
+import { loadZooModel } from '../src/zoo/load';
 import { Rng } from '../src/util/rng';
 import { machine, markdownTable, updateReadme, writeResults } from './common';
 
 async function main() {
   const argv = yargs(hideBin(process.argv))
-    .option('ckpt', { type: 'string', demandOption: true, describe: 'checkpoint of an MTP model (comma list for several)' })
+    .option('ckpt', { type: 'string', demandOption: true, describe: 'checkpoint of an MTP model, or zoo:NAME (comma list for several)' })
     .option('k', { type: 'string', describe: 'draft lengths to test (comma list; default: the model’s k)' })
     .option('trees', { type: 'string', default: 'chain', describe: 'draft shapes for the model’s own drafter (comma list of chain, dense, sparse63, optimised)' })
     .option('nodes', { type: 'number', default: 25, describe: 'nodes of the optimised tree (the root not counted)' })
@@ -42,7 +44,7 @@ async function main() {
   const backend = await initBackend(argv.backend as BackendName);
   const rows: (SpeedRow & { variant: string })[] = [];
   for (const ckpt of argv.ckpt.split(',')) {
-    const { model, tokenizer, config } = loadModel(ckpt);
+    const { model, tokenizer, config } = ckpt.startsWith('zoo:') ? loadZooModel(ckpt.slice(4)) : loadModel(ckpt);
     const corpus = loadCorpus(config.train.corpus, { maxBytes: config.train.maxCorpusBytes || undefined });
     const tokens = config.train.tokenizer === 'byte' ? corpus.bytes : tokenizer.encode(corpus.text);
     const { val } = splitTrainVal(tokens);

@@ -14,6 +14,8 @@ import { initBackend } from '../src/backend/index';
 import { createModel } from '../src/model/create';
 import { FeatureModel, fusedLayers, ttTestMask } from '../src/model/feature';
 import { MASKED } from '../src/model/transformer';
+import { KVCache } from '../src/model/kv_cache';
+import { DECODE_BLOCK_FLAG } from '../src/backend/wasm_decode_block';
 import { generate } from '../src/decode/ar';
 import { AcceptanceRule, greedyAcceptance, speculativeAcceptance } from '../src/decode/acceptance';
 import { decode, EngineResult } from '../src/decode/engine';
@@ -277,6 +279,41 @@ describe('feature drafter decoding is lossless', { timeout: 60_000 }, () => {
     const again = await decode(m, m.drafter({ k: 4 }), [1, 2, 3], { maxNewTokens: 40, acceptance: speculativeAcceptance(sampling), seed: 5 });
     expect(again.tokens).toEqual(out.tokens);
     m.dispose();
+  });
+
+  it(`a drafting step as one wasm kernel (${DECODE_BLOCK_FLAG}) equals the op-by-op step: states and logits within 1e-5, the cache rows too`, async () => {
+    await initBackend('wasm');
+    for (const layers of [1, 2]) {
+      const m = make({ layers, features: 'fused' }, { seed: 21 });
+      const tables = m.draftTables();
+      const run = async (fused: boolean): Promise<number[][]> => {
+        tf.env().set(DECODE_BLOCK_FLAG, fused);
+        const cache = new KVCache(layers);
+        const out: number[][] = [];
+        for (const [R, seed] of [[5, 1], [1, 2], [3, 3]]) { // catch-up rows, then one and three rows over the cache
+          const S = cache.length + R;
+          const mask = new Float32Array(R * S);
+          for (let r = 0; r < R; r++) mask.fill(MASKED, r * S + S - R + r + 1, (r + 1) * S);
+          const step = tf.tidy(() => {
+            const g = tf.tensor2d(randomTokens(R * m.config.nEmbd, 1000, seed).map((x) => x / 300 - 1.6), [R, m.config.nEmbd]);
+            const r = m.draftStep(g, tf.tensor1d(randomTokens(R, 256, seed + 9), 'int32'), tf.tensor2d(mask, [R, S]), cache, tables);
+            return [r.f, r.logits];
+          });
+          for (const t of step) out.push(Array.from(await t.data()));
+          tf.dispose(step);
+        }
+        cache.dispose();
+        return out;
+      };
+      try {
+        const [fused, plain] = [await run(true), await run(false)];
+        fused.forEach((f, i) => expect(maxAbsDiff(f, plain[i]), `layers ${layers}, output ${i}`).toBeLessThan(1e-5));
+      } finally {
+        tf.env().set(DECODE_BLOCK_FLAG, true);
+        tf.dispose([tables.projG, tables.tokenTable]);
+        m.dispose();
+      }
+    }
   });
 
   it('leaks no tensors across generations (wasm)', async () => {

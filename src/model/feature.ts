@@ -28,6 +28,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { BackwardMode, FeatureMtp, ModelConfig } from '../config';
 import type { Drafter, DrafterOptions, VerifyOptions } from '../decode/drafter';
 import { drafterShape } from '../decode/tree_shape';
+import { nativeKernels } from '../backend/wasm_native';
+import { BlockSlot, BlockWeights, decodeBlockSupports, fusedDraftRows } from '../backend/wasm_decode_block';
 import { Rng } from '../util/rng';
 import { CacheSet } from './cache_set';
 import { FeatureDrafter } from './feature_drafter';
@@ -185,6 +187,27 @@ export class FeatureModel implements MtpModel {
     let h = tf.reshape(project(n, tables.projG, undefined, tf.gather(tables.tokenTable, tokens) as tf.Tensor2D), [1, R, C]) as tf.Tensor3D; // h′
     for (let l = 0; l < this.mtp.layers; l++) h = block(h, this.params, `${DRAFT_PREFIX}l${l}.`, nHead, normEps, { mask, cache, layer: l });
     return tf.reshape(h, [R, C]);
+  }
+
+  /**
+   * One drafting step (batch 1): g [R, C], tokens [R], mask [R, S] over `cache` + these rows → the next states f̂ [R, C]
+   * and their logits [R, V] (the trunk's output head). On wasm with the package's kernels, one kernel (fusedDraftRows);
+   * elsewhere draftRowsDecoding and the trunk's unembedding. Appends to `cache`. Call inside tf.tidy.
+   */
+  draftStep(g: tf.Tensor2D, tokens: tf.Tensor1D, mask: tf.Tensor2D, cache: KVCache, tables: DraftTables): { f: tf.Tensor2D; logits: tf.Tensor2D } {
+    const { nEmbd: C, nHead, mlpRatio, normEps, tieEmbeddings } = this.config;
+    if (nativeKernels() && decodeBlockSupports(C, nHead, mlpRatio * C)) {
+      const slots = Array.from({ length: this.mtp.layers }, (_, l) => cache.slotForBlock(l, 1, g.shape[0], nHead, C / nHead));
+      if (slots.every((x) => x !== null)) {
+        const names = ['ln1g', 'ln1b', 'wqkv', 'wo', 'ln2g', 'ln2b', 'w1', 'b1', 'w2', 'b2'] as const;
+        const blocks = Array.from({ length: this.mtp.layers }, (_, l) => Object.fromEntries(names.map((n) => [n, param(this.params, `${DRAFT_PREFIX}l${l}.${n}`)])) as unknown as BlockWeights);
+        const head = param(this.params, tieEmbeddings ? 'tokEmb' : 'head');
+        const w = { ...tables, lnfg: param(this.params, 'lnfg'), lnfb: param(this.params, 'lnfb'), head, tied: tieEmbeddings, blocks };
+        return fusedDraftRows(g, tokens, mask, w, slots as BlockSlot[], nHead, normEps);
+      }
+    }
+    const f = this.draftRowsDecoding(g, tokens, mask, cache, tables);
+    return { f, logits: tf.reshape(this.trunk.unembed(tf.expandDims(f, 0) as tf.Tensor3D), [g.shape[0], this.config.vocabSize]) as tf.Tensor2D };
   }
 
   /**

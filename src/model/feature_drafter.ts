@@ -68,24 +68,20 @@ export class FeatureDrafter implements Drafter {
     const depth = Math.min(this.maxDepth, ctx.maxDepth);
     if (depth === 0 || a < this.windowStart || this.hold === null) return rootOnly(root);
     const s = this.shape;
+    const V = this.model.config.vocabSize;
     const tree = { tokens: [root], parents: [-1], draws: [] as (ChildDraw | undefined)[] };
     const shapeOf = [0]; // tree node → shape node
     const states = new Map<number, tf.Tensor2D>(); // tree node → the drafter's prediction there [1, C]
+    const logitsAt = new Map<number, Float32Array>(); // tree node → the logits of that prediction [V]
     const rowAt = new Map<number, number>(); // tree node (not the root) → its row's index in the cache
-    const committed = this.catchUp(ctx.seq, a); // the cache now holds positions [windowStart, a]
     try {
-      states.set(0, committed);
+      await this.catchUp(ctx.seq, a, states, logitsAt); // the cache now holds positions [windowStart, a]
       let level = [0]; // nodes whose children come next
       for (let d = 1; d <= depth && level.length > 0; d++) {
-        // children of this level's nodes, from the drafter's predictions at them
-        const logits = tf.tidy(() => this.model.trunk.unembed(tf.expandDims(tf.concat(level.map((u) => states.get(u)!), 0), 0) as tf.Tensor3D)); // [1, n, V]
-        const data = (await logits.data()) as Float32Array;
-        logits.dispose();
-        const V = this.model.config.vocabSize;
         const born: number[] = [];
-        level.forEach((u, i) => {
+        for (const u of level) {
           const su = shapeOf[u];
-          const picked = pickChildren(data.subarray(i * V, (i + 1) * V), s.childRanks[su], ctx.sample, ctx.sampling, ctx.rng);
+          const picked = pickChildren(logitsAt.get(u)!, s.childRanks[su], ctx.sample, ctx.sampling, ctx.rng);
           tree.draws[u] = picked.draw;
           picked.tokens.forEach((t, j) => {
             born.push(tree.tokens.length);
@@ -93,10 +89,10 @@ export class FeatureDrafter implements Drafter {
             tree.parents.push(u);
             shapeOf.push(s.children[su][j]);
           });
-        });
+        }
         // the drafter's rows at the new nodes that have children of their own (none past the last depth)
         level = d < depth ? born.filter((u) => s.children[shapeOf[u]].length > 0) : [];
-        if (level.length > 0) this.treeRows(level, tree, states, rowAt);
+        if (level.length > 0) await this.treeRows(level, tree, states, logitsAt, rowAt, V);
       }
     } finally {
       tf.dispose([...states.values()]);
@@ -111,31 +107,35 @@ export class FeatureDrafter implements Drafter {
   }
 
   /**
-   * Feeds the committed positions [end, a] to the drafter (true features, tokens x[j+1]); they stay in its cache.
-   * Returns its prediction at a [1, C] (the root's state).
+   * Feeds the committed positions [end, a] to the drafter (true features, tokens x[j+1]); they stay in its cache. Its
+   * prediction at a (the root's state) and that prediction's logits go into `states` and `logitsAt` under node 0.
    */
-  private catchUp(seq: readonly number[], a: number): tf.Tensor2D {
+  private async catchUp(seq: readonly number[], a: number, states: Map<number, tf.Tensor2D>, logitsAt: Map<number, Float32Array>): Promise<void> {
     const hold = this.hold!;
     const n = a + 1 - this.end;
     if (hold.shape[0] !== n) throw new Error(`feature drafter: holds features for ${hold.shape[0]} positions, expected ${n}`);
     const S0 = this.cache.length;
-    const out = tf.tidy(() => {
+    const [state, logits] = tf.tidy(() => {
       const g = this.model.inputStates(hold); // [n, C]
       const tokens = tf.tensor1d(seq.slice(this.end + 1, a + 2) as number[], 'int32');
       const mask = new Float32Array(n * (S0 + n)).fill(MASKED);
       for (let r = 0; r < n; r++) mask.fill(0, r * (S0 + n), r * (S0 + n) + S0 + r + 1);
-      const f = this.model.draftRowsDecoding(g, tokens, tf.tensor2d(mask, [n, S0 + n]), this.cache, this.tables); // [n, C]
-      return tf.slice(f, [n - 1, 0], [1, -1]) as tf.Tensor2D;
+      const out = this.model.draftStep(g, tokens, tf.tensor2d(mask, [n, S0 + n]), this.cache, this.tables); // [n, C], [n, V]
+      return [tf.slice(out.f, [n - 1, 0], [1, -1]) as tf.Tensor2D, tf.slice(out.logits, [n - 1, 0], [1, -1])];
     });
     this.draftForwards += 1;
     hold.dispose();
     this.hold = null;
     this.end = a + 1;
-    return out;
+    states.set(0, state);
+    logitsAt.set(0, (await logits.data()) as Float32Array);
+    logits.dispose();
   }
 
   /** One drafter forward over the rows of `nodes` (one depth), appended to the cache after the rows before them. */
-  private treeRows(nodes: number[], tree: DraftTree, states: Map<number, tf.Tensor2D>, rowAt: Map<number, number>): void {
+  private async treeRows(
+    nodes: number[], tree: DraftTree, states: Map<number, tf.Tensor2D>, logitsAt: Map<number, Float32Array>, rowAt: Map<number, number>, V: number,
+  ): Promise<void> {
     const S0 = this.cache.length;
     const n = nodes.length;
     nodes.forEach((u, i) => rowAt.set(u, S0 + i));
@@ -146,14 +146,17 @@ export class FeatureDrafter implements Drafter {
       mask.fill(0, row, row + committed); // every committed row
       for (let v = u; v > 0; v = tree.parents[v]) mask[row + rowAt.get(v)!] = 0; // u and its drafted ancestors
     });
-    const out = tf.tidy(() => {
+    const { parts, logits } = tf.tidy(() => {
       const g = n === 1 ? states.get(tree.parents[nodes[0]])! : (tf.concat(nodes.map((u) => states.get(tree.parents[u])!), 0) as tf.Tensor2D); // the parents' predictions [n, C]
       const tokens = tf.tensor1d(nodes.map((u) => tree.tokens[u]), 'int32');
-      const f = this.model.draftRowsDecoding(g, tokens, tf.tensor2d(mask, [n, S0 + n]), this.cache, this.tables); // [n, C]
-      return n === 1 ? [f] : (tf.split(f, n, 0) as tf.Tensor2D[]);
+      const out = this.model.draftStep(g, tokens, tf.tensor2d(mask, [n, S0 + n]), this.cache, this.tables); // [n, C], [n, V]
+      return { parts: n === 1 ? [out.f] : (tf.split(out.f, n, 0) as tf.Tensor2D[]), logits: out.logits };
     });
     this.draftForwards += 1;
-    nodes.forEach((u, i) => states.set(u, out[i]));
+    nodes.forEach((u, i) => states.set(u, parts[i]));
+    const data = (await logits.data()) as Float32Array;
+    logits.dispose();
+    nodes.forEach((u, i) => logitsAt.set(u, data.subarray(i * V, (i + 1) * V)));
   }
 
   private restart(): void {
