@@ -259,6 +259,12 @@ $('ckpt').addEventListener('change', async () => {
   if (m) showModel(m);
   else setStatus('model-status', `could not load ${file.name}`, true);
 });
+$('acceptance').addEventListener('change', () => {
+  // greedy is temperature 0 by definition; sampling rules need a temperature above it to differ from greedy
+  const t = $<HTMLInputElement>('temperature');
+  if (value('acceptance') === 'greedy') t.value = '0';
+  else if (Number(t.value) === 0 && value('acceptance') !== 'unverified') t.value = '1';
+});
 $('prompt').addEventListener('input', () => ($<HTMLTextAreaElement>('prompt').dataset.edited = 'true'));
 $('generate').addEventListener('click', () => void generate());
 $('stop').addEventListener('click', () => void client.stop());

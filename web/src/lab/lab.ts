@@ -4,7 +4,7 @@
  * library's (src/); this file only sequences them and reports each step.
  */
 import * as tf from '@tensorflow/tfjs';
-import { backendInfo, BackendInfo, initBackend } from '../../../src/backend/index';
+import { BackendInfo, initBackend } from '../../../src/backend/index';
 import { Config, MTP_DECODER, mtpTokens } from '../../../src/config';
 import { greedyAcceptance, speculativeAcceptance } from '../../../src/decode/acceptance';
 import { DecodeSession } from '../../../src/decode/engine';
@@ -157,11 +157,6 @@ export class Lab {
   async check(backend: LabBackend, kind: Parameters<typeof nanoCheck>[0], seed: number): Promise<CheckResult> {
     const info = await this.init(backend);
     return { backend: info.name, detail: info.detail, ...(await nanoCheck(kind, seed)) };
-  }
-
-  /** The active backend. */
-  backend(): BackendInfo {
-    return backendInfo();
   }
 
   private need(): Loaded {
