@@ -119,7 +119,7 @@ export function mlpRows(x: tf.Tensor2D, params: ParamMap, p: string, residual?: 
 export function block(x: tf.Tensor3D, params: ParamMap, p: string, nHead: number, eps: number, inp: AttentionInput): tf.Tensor3D {
   const [B, T, C] = x.shape;
   const x0 = tf.reshape(x, [B * T, C]) as tf.Tensor2D; // [B*T, C]
-  const fused = inp.cache && nativeKernels() && decodeBlockSupports(C, nHead, param(params, `${p}w1`).shape[1] ?? 0) && decodeBlock(x0, params, p, nHead, eps, inp, B, T);
+  const fused = decodeBlockRows(x0, params, p, nHead, eps, inp, B, T);
   if (fused) return tf.reshape(fused, [B, T, C]);
   const h1 = layerNorm(x0, param(params, `${p}ln1g`), param(params, `${p}ln1b`), eps) as tf.Tensor2D;
   const x1 = attentionRows(h1, B, T, params, p, nHead, inp, x0); // x0 + attn(h1)
@@ -127,10 +127,14 @@ export function block(x: tf.Tensor3D, params: ParamMap, p: string, nHead: number
   return tf.reshape(mlpRows(h2, params, p, x1), [B, T, C]); // x1 + mlp(h2)
 }
 
-/** The block as one wasm kernel over a KV cache kept in place (decoding); null when the cache keeps plain tensors. */
-function decodeBlock(x: tf.Tensor2D, params: ParamMap, p: string, nHead: number, eps: number, inp: AttentionInput, B: number, T: number): tf.Tensor2D | null {
+/**
+ * The block on rows x [B·T, C] as one wasm kernel over a KV cache kept in place (decoding): its output rows, or null
+ * when that path does not apply (no cache, a cache of plain tensors, another backend, unsupported shapes).
+ */
+export function decodeBlockRows(x: tf.Tensor2D, params: ParamMap, p: string, nHead: number, eps: number, inp: AttentionInput, B: number, T: number): tf.Tensor2D | null {
   const C = x.shape[1];
-  const slot = inp.cache!.slotForBlock(inp.layer, B, T, nHead, C / nHead);
+  if (!inp.cache || !nativeKernels() || !decodeBlockSupports(C, nHead, param(params, `${p}w1`).shape[1] ?? 0)) return null;
+  const slot = inp.cache.slotForBlock(inp.layer, B, T, nHead, C / nHead);
   if (!slot) return null;
   const names = ['ln1g', 'ln1b', 'wqkv', 'wo', 'ln2g', 'ln2b', 'w1', 'b1', 'w2', 'b2'] as const;
   const weights = Object.fromEntries(names.map((n) => [n, param(params, p + n)])) as unknown as BlockWeights;

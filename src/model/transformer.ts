@@ -12,7 +12,7 @@ import type { ModelConfig } from '../config';
 import { validateModel } from '../config';
 import { Rng } from '../util/rng';
 import { KVCache } from './kv_cache';
-import { block, layerNorm, param } from './layers';
+import { block, decodeBlockRows, layerNorm, param } from './layers';
 import { createTrunkParams, nextScope, ParamFactory, ParamMap } from './params';
 
 /** Additive mask value for blocked attention (finite, so fully-masked rows stay finite). */
@@ -85,7 +85,15 @@ export class Transformer {
   /** Blocks [from, to) over x: [B, T, C] → [B, T, C], appending to the cache's layers when given. */
   blocks(x: tf.Tensor3D, mask: tf.Tensor2D, from: number, to: number, cache?: KVCache): tf.Tensor3D {
     const { nHead, normEps } = this.config;
-    for (let l = from; l < to; l++) x = block(x, this.params, `l${l}.`, nHead, normEps, { mask, cache, layer: l });
+    const [B, T, C] = x.shape;
+    let l = from;
+    if (cache && from < to) {
+      // decoding on wasm: each block one kernel, on rows [B·T, C] from the first block to the last
+      let rows = tf.reshape(x, [B * T, C]) as tf.Tensor2D;
+      for (let next: tf.Tensor2D | null; l < to && (next = decodeBlockRows(rows, this.params, `l${l}.`, nHead, normEps, { mask, cache, layer: l }, B, T)); l++) rows = next;
+      if (l > from) x = tf.reshape(rows, [B, T, C]) as tf.Tensor3D;
+    }
+    for (; l < to; l++) x = block(x, this.params, `l${l}.`, nHead, normEps, { mask, cache, layer: l });
     return x;
   }
 
