@@ -54,7 +54,7 @@ async function main() {
       return Array.from(val.subarray(s, s + argv.promptLength));
     });
     const ks = argv.k ? argv.k.split(',').map(Number) : [model.draftK ?? model.k];
-    const variant = `${config.model.mtp.kind} k=${model.k}`;
+    const variant = ckpt.startsWith('zoo:') ? ckpt.slice(4) : `${config.model.mtp.kind} k=${model.k}`;
     console.log(`${ckpt}: ${variant}, ${backend.name}; ${argv.prompts} prompts × ${argv.tokens} tokens × ${argv.runs} runs`);
     const trees = argv.trees.split(',');
     for (const t of trees) if (!['chain', 'dense', 'sparse63', 'optimised'].includes(t)) throw new Error(`--trees: unknown shape '${t}'; allowed: chain, dense, sparse63, optimised`);
