@@ -29,8 +29,8 @@ async function main() {
   const argv = yargs(hideBin(process.argv))
     .option('ckpt', { type: 'string', demandOption: true, describe: 'checkpoint of an MTP model, or zoo:NAME (comma list for several)' })
     .option('k', { type: 'string', describe: 'draft lengths to test (comma list; default: the model’s k)' })
-    .option('trees', { type: 'string', default: 'chain', describe: 'draft shapes for the model’s own drafter (comma list of chain, dense, sparse63, optimised)' })
-    .option('nodes', { type: 'number', default: 25, describe: 'nodes of the optimised tree (the root not counted)' })
+    .option('trees', { type: 'string', default: 'chain', describe: 'draft shapes for the model’s own drafter (comma list of chain, dense, sparse63, optimised, dynamic: EAGLE-2, expanding 4 nodes × 4 children per depth; feature drafter only)' })
+    .option('nodes', { type: 'number', default: 25, describe: 'nodes of the optimised or dynamic tree (the root not counted)' })
     .option('lookup', { type: 'boolean', default: true, describe: 'also measure prompt lookup (k = 5) on each model' })
     .option('prompts', { type: 'number', default: 8, describe: 'prompts from the validation split' })
     .option('promptLength', { type: 'number', default: 32, describe: 'tokens per prompt' })
@@ -57,7 +57,7 @@ async function main() {
     const variant = ckpt.startsWith('zoo:') ? ckpt.slice(4) : `${config.model.mtp.kind} k=${model.k}`;
     console.log(`${ckpt}: ${variant}, ${backend.name}; ${argv.prompts} prompts × ${argv.tokens} tokens × ${argv.runs} runs`);
     const trees = argv.trees.split(',');
-    for (const t of trees) if (!['chain', 'dense', 'sparse63', 'optimised'].includes(t)) throw new Error(`--trees: unknown shape '${t}'; allowed: chain, dense, sparse63, optimised`);
+    for (const t of trees) if (!['chain', 'dense', 'sparse63', 'optimised', 'dynamic'].includes(t)) throw new Error(`--trees: unknown shape '${t}'; allowed: chain, dense, sparse63, optimised, dynamic`);
     const optimised = new Map<number, TreeChoices>(); // per k: optimizeTree on rank accuracies measured on the model's greedy text
     for (const k of trees.includes('optimised') ? ks.filter((x) => x > 1) : []) {
       optimised.set(k, (await optimisedTree(model, prompts.slice(0, 2), argv.nodes, k - 1)).tree);
@@ -65,7 +65,11 @@ async function main() {
     const shape = (t: string, depth: number) =>
       t === 'chain' || depth === 0 ? undefined : t === 'dense' ? denseTree(depth) : t === 'sparse63' ? sparseTree(depth) : optimised.get(depth + 1);
     const decoders = ks.filter((k) => k > 1).flatMap((k) =>
-      trees.map((t) => ({ label: `${t} k=${k}`, decode: (m: MtpModel, p: number[], n: number) => decode(m, m.drafter({ k, tree: shape(t, k - 1) }), p, { maxNewTokens: n }) })),
+      trees.map((t) => ({
+        label: t === 'dynamic' ? `dynamic k=${k} (${argv.nodes} nodes)` : `${t} k=${k}`,
+        decode: (m: MtpModel, p: number[], n: number) =>
+          decode(m, m.drafter(t === 'dynamic' ? { dynamic: { depth: k - 1, expand: 4, branch: 4, nodes: argv.nodes } } : { k, tree: shape(t, k - 1) }), p, { maxNewTokens: n }),
+      })),
     );
     if (argv.lookup) decoders.push({ label: 'prompt lookup k=5', decode: (m: MtpModel, p: number[], n: number) => decode(m, new PromptLookupDrafter({ k: 5 }), p, { maxNewTokens: n }) });
     const measured = await compareWithAR(model, prompts, decoders, { tokens: argv.tokens, runs: argv.runs });

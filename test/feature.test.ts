@@ -270,6 +270,37 @@ describe('feature drafter decoding is lossless', { timeout: 60_000 }, () => {
     m.dispose();
   });
 
+  it('dynamic trees (EAGLE-2): equal greedy; at most `nodes` drafts, none deeper than `depth`; children are top ranks of the from-scratch distribution; a node never outlives its parent', async () => {
+    await initBackend('wasm');
+    const m = make({}, { seed: 14 });
+    const prompt = [9, 8, 7, 6, 5];
+    const ar = await generate(m, prompt, { maxNewTokens: 70 });
+    const dynamic = { depth: 4, expand: 3, branch: 3, nodes: 10 };
+    const rec = new RecordingDrafter(m.drafter({ dynamic }));
+    const out = await decode(m, rec, prompt, { maxNewTokens: 70 });
+    expect(out.tokens).toEqual(ar.tokens);
+    let checked = 0;
+    for (const r of rec.records) {
+      if (r.windowStart < 0) continue;
+      expect(r.tree.tokens.length).toBeLessThanOrEqual(1 + dynamic.nodes);
+      expect(r.tree.parents.every((p, i) => i === 0 || (p >= 0 && p < i))).toBe(true);
+      const depthOf = (u: number): number => (u === 0 ? 0 : 1 + depthOf(r.tree.parents[u]));
+      expect(Math.max(...r.tree.tokens.map((_, u) => depthOf(u)))).toBeLessThanOrEqual(dynamic.depth);
+      const res = checkTreeAgainst(r.tree, (u) => featureDraftLogits(m, r.seq, r.windowStart, [...pathTokens(r.tree, u), -1]), GREEDY);
+      expect(res.error, `proposal at length ${r.seq.length}`).toBeNull();
+      checked += res.checked;
+    }
+    expect(checked).toBeGreaterThan(50);
+    expect(rec.records.some((r) => r.tree.tokens.length === 1 + dynamic.nodes)).toBe(true);
+    await expect(decode(m, m.drafter({ dynamic }), prompt, { maxNewTokens: 5, acceptance: speculativeAcceptance({ temperature: 1, topK: 0, topP: 1 }) })).rejects.toThrow(/speculative sampling needs a fixed tree/);
+    expect(() => m.drafter({ dynamic, tree: denseTree(2) })).toThrow(/not both/);
+    expect(() => m.drafter({ dynamic: { ...dynamic, nodes: 0 } })).toThrow(/dynamic.nodes must be an integer ≥ 1/);
+    const medusa = createModel({ ...nano, mtp: { ...MTP_DEFAULTS.medusa, heads: 3 } });
+    expect(() => medusa.drafter({ dynamic })).toThrow(/dynamic trees need a drafter that reads the path/);
+    medusa.dispose();
+    m.dispose();
+  });
+
   it('sampled drafts (speculative sampling, T = 1): every q equals the from-scratch drafter distribution; seeded runs repeat', async () => {
     await initBackend('cpu');
     const m = make({}, { seed: 10 });

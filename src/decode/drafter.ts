@@ -87,10 +87,29 @@ export interface Drafter {
   dispose(): void;
 }
 
+/**
+ * A dynamic draft tree (EAGLE-2, Li et al. 2024, §4): grown by the drafter's own confidence instead of a fixed shape.
+ * Each depth expands the `expand` nodes of highest cumulative draft probability (the product of the probabilities
+ * along their path), each into its `branch` most likely children; after `depth` levels the `nodes` candidates of
+ * highest cumulative probability (a node's ancestors always rank above it) are verified.
+ */
+export interface DynamicTreeOptions {
+  /** Levels grown (the deepest draft). */
+  depth: number;
+  /** Nodes expanded per level. */
+  expand: number;
+  /** Children drafted per expanded node. */
+  branch: number;
+  /** Draft nodes kept for verification (the root not counted). */
+  nodes: number;
+}
+
 /** Options every variant's drafter takes. */
 export interface DrafterOptions {
   /** Tokens per step: 1 + the draft depth (default: all the variant offers). */
   k?: number;
   /** Tree shape as paths of top-k ranks (decode/tree.ts); default: a chain k − 1 deep. */
   tree?: readonly (readonly number[])[];
+  /** A dynamic tree instead of a fixed shape (drafters that read the path: the feature drafter). */
+  dynamic?: DynamicTreeOptions;
 }

@@ -279,9 +279,13 @@ export class FeatureModel implements MtpModel {
     return { logits: tf.reshape(this.trunk.unembed(z), [T, this.config.vocabSize]), features: tf.reshape(features, [T, this.featureWidth]) };
   }
 
-  /** Autoregressive drafting with the drafter, chain or tree (default: a chain draftDepth deep). */
+  /** Autoregressive drafting with the drafter: a chain (default draftDepth deep), a fixed tree, or a dynamic tree (EAGLE-2). */
   drafter(opts: DrafterOptions = {}): Drafter {
-    return new FeatureDrafter(this, drafterShape('feature drafter', Math.max(this.draftK, opts.k ?? 0, 1 + treeDepth(opts)), { k: opts.k ?? (opts.tree ? undefined : this.draftK), tree: opts.tree }));
+    if (opts.dynamic) {
+      if (opts.tree) throw new Error('feature drafter: give a fixed tree or a dynamic one, not both');
+      return new FeatureDrafter(this, { dynamic: { ...opts.dynamic, depth: opts.k !== undefined ? Math.min(opts.dynamic.depth, opts.k - 1) : opts.dynamic.depth } });
+    }
+    return new FeatureDrafter(this, { choices: drafterShape('feature drafter', Math.max(this.draftK, opts.k ?? 0, 1 + treeDepth(opts)), { k: opts.k ?? (opts.tree ? undefined : this.draftK), tree: opts.tree }) });
   }
 
   dispose(): void {
