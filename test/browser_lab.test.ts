@@ -4,8 +4,8 @@
  * worker (the library's src/ code, bundled):
  * - on `webgl` and on `webgpu` (SwiftShader in headless Chromium), a nano model's logits and every gradient match the
  *   `cpu` backend in Node (tolerances below);
- * - every lossless decoder (blockwise, sequential, Medusa with three tree shapes, prompt lookup) reproduces greedy AR
- *   token for token, on the zoo models, on both GPU backends;
+ * - every lossless decoder (blockwise, sequential, Medusa with three tree shapes, prompt lookup, the feature drafter's
+ *   dynamic tree) reproduces greedy AR token for token on the zoo models, on WebGL (a tree and a chain on WebGPU);
  * - speculative sampling with a seed repeats exactly, and another seed gives another text;
  * - the training panel trains on webgl; a checkpoint file opens; without WebGPU the page says so and uses WebGL;
  * - the page loads without console errors or off-host requests, a decoding run from the controls keeps the page's
@@ -72,7 +72,7 @@ function relErr(a: readonly number[], b: readonly number[]): number {
 
 const GPU_BACKENDS: LabBackend[] = ['webgl', 'webgpu'];
 
-/** Every lossless decoder of the page: blockwise, sequential, Medusa (chain, dense, sparse trees), prompt lookup. */
+/** Every lossless decoder of the page: blockwise, sequential, Medusa (chain, dense, sparse trees), prompt lookup, the feature drafter's dynamic tree. */
 const ALL_DECODERS: [string, Partial<DecodeRequest>][] = [
   ['code-parallel-k2', { decoder: 'own', tree: 'chain' }],
   ['code-sequential-d1', { decoder: 'own', tree: 'chain' }],
@@ -80,6 +80,7 @@ const ALL_DECODERS: [string, Partial<DecodeRequest>][] = [
   ['code-medusa1-k5', { decoder: 'own', tree: 'dense', k: 3 }],
   ['code-medusa1-k5', { decoder: 'own', tree: 'sparse63', k: 4 }],
   ['code-medusa1-k5', { decoder: 'lookup', tree: 'chain' }],
+  ['code-feature', { decoder: 'own', tree: 'dynamic' }],
 ];
 /**
  * WebGPU on SwiftShader costs about 2 ms per kernel dispatch (≈ 2 s per forward of the 8-block zoo models, against

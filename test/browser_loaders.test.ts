@@ -94,16 +94,18 @@ describe('checkpoints from bytes', () => {
 });
 
 describe('the page’s decoder choices', () => {
-  it('refuse drafting with a plain model and trees with sequential modules; build the rest', () => {
+  it('refuse drafting with a plain model; trees as deep as the drafter’s chain; k caps the depth', () => {
     const plain = createModel(resolveConfig('nano').model);
     expect(() => drafterFor(plain, { decoder: 'own', tree: 'chain' })).toThrow(/plain next-token model.*prompt lookup or AR/);
     expect(drafterFor(plain, { decoder: 'ar', tree: 'chain' })).toBeNull();
     expect(drafterFor(plain, { decoder: 'lookup', tree: 'chain', k: 3 })!.maxDepth).toBe(2);
     const seq = createModel(resolveConfig('nano', { model: { mtp: nanoMtp('sequential', 3) } }).model);
-    expect(() => drafterFor(seq, { decoder: 'own', tree: 'dense' })).toThrow(/sequential modules draft a chain/);
     expect(drafterFor(seq, { decoder: 'own', tree: 'chain' })!.maxDepth).toBe(2);
+    expect(drafterFor(seq, { decoder: 'own', tree: 'dense' })!.maxDepth).toBe(2);
     const medusa = createModel(resolveConfig('nano', { model: { mtp: nanoMtp('medusa', 4) } }).model);
     expect(drafterFor(medusa, { decoder: 'own', tree: 'dense' })!.maxDepth).toBe(3);
+    expect(drafterFor(medusa, { decoder: 'own', tree: 'sparse63', k: 3 })!.maxDepth).toBe(2);
+    expect(() => drafterFor(medusa, { decoder: 'own', tree: 'chain', k: 0 })).toThrow(/k must be an integer ≥ 1/);
     for (const m of [plain, seq, medusa]) m.dispose();
   });
 });

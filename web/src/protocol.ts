@@ -15,8 +15,11 @@ export type LabBackend = (typeof LAB_BACKENDS)[number];
 export const LAB_DECODERS = ['own', 'lookup', 'ar'] as const;
 export type LabDecoder = (typeof LAB_DECODERS)[number];
 
-/** Draft shapes for head drafters: a chain, every top-3/top-2 combination, or Medusa's 63-node sparse shape. */
-export const LAB_TREES = ['chain', 'dense', 'sparse63'] as const;
+/**
+ * Draft shapes: a chain, every top-3/top-2 combination, Medusa's 63-node sparse shape, or a dynamic tree grown by the
+ * drafter's confidence (EAGLE-2; drafters that read the path, such as the feature drafter).
+ */
+export const LAB_TREES = ['chain', 'dense', 'sparse63', 'dynamic'] as const;
 export type LabTree = (typeof LAB_TREES)[number];
 
 /** What the page knows of the loaded model. */

@@ -6,16 +6,17 @@ import { MTP_DECODER, MTP_DEFAULTS, MtpConfig, MtpKind } from '../../../src/conf
 import { acceptanceRule, AcceptanceRule } from '../../../src/decode/acceptance';
 import type { Drafter } from '../../../src/decode/drafter';
 import { PromptLookupDrafter } from '../../../src/decode/lookup';
-import { denseTree, sparseTree, TreeChoices } from '../../../src/decode/tree';
+import { denseTree, sparseTree } from '../../../src/decode/tree';
 import type { MtpModel } from '../../../src/model/mtp_model';
-import type { DecodeRequest, LabTree } from '../protocol';
+import type { DecodeRequest } from '../protocol';
 
-function treeOf(name: LabTree, depth: number): TreeChoices | undefined {
-  if (name === 'chain' || depth <= 0) return undefined;
-  return name === 'dense' ? denseTree(depth) : sparseTree(depth);
-}
+/** Nodes expanded per level, children per expanded node and nodes verified of the page's dynamic trees (EAGLE-2). */
+export const DYNAMIC_TREE = { expand: 4, branch: 4, nodes: 24 } as const;
 
-/** The drafter the request names (null: plain AR), checked against the model's variant. */
+/**
+ * The drafter the request names (null: plain AR), checked against the model's variant. Trees are as deep as the
+ * drafter's own chain (k − 1 with k given); the library refuses a shape a drafter cannot draft, with its reason.
+ */
 export function drafterFor(model: MtpModel, req: Pick<DecodeRequest, 'decoder' | 'tree' | 'k'>): Drafter | null {
   const { k } = req;
   if (k !== undefined && !(Number.isInteger(k) && k >= 1)) throw new Error(`tokens per step k must be an integer ≥ 1, got ${k}`);
@@ -24,11 +25,13 @@ export function drafterFor(model: MtpModel, req: Pick<DecodeRequest, 'decoder' |
   if (MTP_DECODER[model.config.mtp.kind] === null) {
     throw new Error(`this model is a plain next-token model (mtp.kind 'none'): it has no heads to draft with; choose prompt lookup or AR`);
   }
-  if (req.tree !== 'chain' && model.config.mtp.kind === 'sequential') {
-    throw new Error(`sequential modules draft a chain (each module reads the previous draft); choose the tree 'chain'`);
-  }
-  const depth = Math.min((k ?? model.k) - 1, model.k - 1);
-  return model.drafter({ k, tree: treeOf(req.tree, depth) });
+  const chain = model.drafter({ k });
+  if (req.tree === 'chain') return chain;
+  const depth = chain.maxDepth;
+  chain.dispose();
+  if (depth === 0) return model.drafter({ k });
+  if (req.tree === 'dynamic') return model.drafter({ dynamic: { depth, ...DYNAMIC_TREE } });
+  return model.drafter({ tree: req.tree === 'dense' ? denseTree(depth) : sparseTree(depth) });
 }
 
 /** The acceptance rule and sampling options of the request. */
