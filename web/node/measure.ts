@@ -4,7 +4,7 @@
  * serves it on 127.0.0.1 and drives the page's worker client; prints a Markdown table.
  *
  *   npm run lab:measure                         # every backend, 32 tokens (after a warm-up run of the same request)
- *   npm run lab:measure -- --backends=webgl,wasm --tokens=128
+ *   npm run lab:measure -- --backends=webgl,wasm --tokens=128 --models=code-ar,code-feature
  */
 import type { DecodeRequest, DecodeResult, LabBackend, LabDecoder, LabTree } from '../src/protocol';
 import { buildLab, openLab, serveLab } from './lab_browser';
@@ -22,6 +22,8 @@ const ROWS: Row[] = [
   { model: 'code-sequential-d1', decoder: 'own', tree: 'chain' },
   { model: 'code-medusa1-k5', decoder: 'own', tree: 'chain' },
   { model: 'code-medusa1-k5', decoder: 'own', tree: 'sparse63' },
+  { model: 'code-feature', decoder: 'own', tree: 'chain' },
+  { model: 'code-feature', decoder: 'own', tree: 'dynamic' },
 ];
 
 function arg(name: string, fallback: string): string {
@@ -32,6 +34,8 @@ function arg(name: string, fallback: string): string {
 async function main(): Promise<void> {
   const backends = arg('backends', 'webgpu,webgl,wasm,cpu').split(',') as LabBackend[];
   const tokens = Number(arg('tokens', '32'));
+  const models = arg('models', '').split(',').filter((m) => m !== '');
+  const rows = ROWS.filter((r) => models.length === 0 || models.includes(r.model));
   const prompt = 'export function parse(text: string): Node {\n  const ';
   await buildLab();
   const server = await serveLab();
@@ -50,7 +54,7 @@ async function main(): Promise<void> {
       console.log(`${backend}: ${detail}`);
       if (detail.startsWith('unavailable')) continue;
       let loaded = '';
-      for (const row of ROWS) {
+      for (const row of rows) {
         if (row.model !== loaded) {
           await lab.page.evaluate((m) => (window as any).mtpLab.client.loadZoo(m), row.model);
           loaded = row.model;
