@@ -145,7 +145,9 @@ async function prepare(name: string, platform: Platform, options: InitBackendOpt
       }
       return async () => {
         const version = tf.env().getNumber('WEBGL_VERSION');
-        return `WebGL ${version}, float${tf.backend().floatPrecision()} textures`;
+        // floatPrecision() answers 16 whenever float32 rendering is enabled (tfjs 4.22), so ask the flag itself
+        const float32 = tf.env().getBool('WEBGL_RENDER_FLOAT32_ENABLED') || tf.backend().floatPrecision() === 32;
+        return `WebGL ${version}, float${float32 ? 32 : 16} textures`;
       };
     case 'webgpu': {
       if (platform === 'node') {
