@@ -9,3 +9,4 @@ export type { RunOptions, RunResult } from './train/run';
 export { selfDistillTokens, generateBatch } from './train/self_distill';
 export { FigureWriter, writeFigure, writeCsv } from './plot/write';
 export { showFigure, closeFigureBrowser } from './plot/notebook';
+export * from './zoo/index';

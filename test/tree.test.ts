@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { chainTree, denseTree, expectedAccepted, optimizeTree, sparseTree, treeBuffers } from '../src/decode/tree';
+import { draftTreePaths } from '../src/decode/draft_tree';
 
 const perDepth = (paths: number[][]) => {
   const counts: number[] = [];
@@ -134,5 +135,15 @@ describe('optimizeTree', () => {
     expect(() => optimizeTree(acc, 100)).toThrow(/N must be an integer in \[0, 30\]/);
     expect(() => optimizeTree([[1.5]], 1)).toThrow(/numbers in \[0, 1\]/);
     expect(() => optimizeTree([], 1)).toThrow(/K must be an integer ≥ 1/);
+  });
+});
+
+describe('draftTreePaths', () => {
+  it('gives each node its parent’s path plus its rank among the siblings, root excluded, in node order', () => {
+    // root → a, b; a → c, d; b → e; d → f
+    const tree = { tokens: [9, 1, 2, 3, 4, 5, 6], parents: [-1, 0, 0, 1, 1, 2, 4] };
+    expect(draftTreePaths(tree)).toEqual([[0], [1], [0, 0], [0, 1], [1, 0], [0, 1, 0]]);
+    expect(draftTreePaths({ tokens: [9], parents: [-1] })).toEqual([]);
+    expect(treeBuffers(draftTreePaths(tree)).paths.length).toBe(6); // a valid shape
   });
 });

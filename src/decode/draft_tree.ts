@@ -96,3 +96,18 @@ export function treeMask(tree: DraftTree): Uint8Array[] {
   for (let i = 0; i < N; i++) for (let j = i; j >= 0; j = tree.parents[j]) m[i][j] = 1;
   return m;
 }
+
+/**
+ * The tree's nodes as paths of sibling ranks, root excluded, in node order: node u's path is its parent's path plus its
+ * index among the parent's children (the drafters add children in rank order: 0 = the likeliest). The form treeFigure
+ * and treeBuffers read, so a drafted tree (a dynamic one too) can be drawn or reused as a fixed shape.
+ */
+export function draftTreePaths(tree: DraftTree): number[][] {
+  const paths: number[][] = [[]];
+  const children = tree.parents.map(() => 0);
+  for (let u = 1; u < tree.tokens.length; u++) {
+    const p = tree.parents[u];
+    paths.push([...paths[p], children[p]++]);
+  }
+  return paths.slice(1);
+}
