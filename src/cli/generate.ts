@@ -22,15 +22,15 @@ import { fromFlag } from './options';
 import { progressBar } from './progress';
 
 export const DECODER_NAMES = ['ar', 'blockwise', 'sequential', 'medusa', 'feature', 'lookup'] as const;
-export const TREE_NAMES = ['chain', 'dense', 'sparse63', 'optimised'] as const;
+export const TREE_NAMES = ['chain', 'dense', 'sparse63', 'optimised', 'dynamic'] as const;
 
 /** The flags `generate` adds to the checkpoint and sampling ones. */
 export function decoderOptions(y: Argv): Argv {
   return y
     .option('decoder', { type: 'string', choices: DECODER_NAMES as unknown as string[], default: 'ar', describe: 'ar = plain decoding; blockwise / sequential / medusa / feature = the checkpoint’s own heads, modules or drafter drafting; lookup = prompt lookup (any checkpoint)' })
     .option('acceptance', { type: 'string', choices: ACCEPTANCE_NAMES as unknown as string[], default: 'greedy', describe: 'greedy (lossless), typical (Medusa), sampling (speculative sampling, lossless at T > 0), unverified (lossy)' })
-    .option('tree', { type: 'string', choices: TREE_NAMES as unknown as string[], default: 'chain', describe: 'draft shape: chain, dense (top-3 then top-2 per depth), sparse63 (63 nodes, Medusa’s shape), optimised (built from the drafter’s rank accuracies measured on the model’s own greedy text)' })
-    .option('nodes', { type: 'number', default: 25, describe: '--tree=optimised: draft nodes (the root not counted)' })
+    .option('tree', { type: 'string', choices: TREE_NAMES as unknown as string[], default: 'chain', describe: 'draft shape: chain, dense (top-3 then top-2 per depth), sparse63 (63 nodes, Medusa’s shape), optimised (built from the drafter’s rank accuracies measured on the model’s own greedy text), dynamic (EAGLE-2: grown by the drafter’s confidence; the feature drafter)' })
+    .option('nodes', { type: 'number', default: 25, describe: '--tree=optimised or dynamic: draft nodes (the root not counted)' })
     .option('k', { type: 'number', describe: 'tokens per step = 1 + draft depth [default: all the drafter offers; lookup 5]' })
     .option('ngram', { type: 'number', default: 3, describe: 'lookup: longest suffix matched' })
     .option('compare', { type: 'boolean', default: false, describe: 'also run plain AR on the same prompt: speedup and identical outputs' });
@@ -58,6 +58,11 @@ export function drafterFor(model: MtpModel, argv: Record<string, unknown>, optim
   }
   const maxK = model.draftK ?? model.k;
   const depth = (k ?? maxK) - 1;
+  if (argv.tree === 'dynamic') {
+    const nodes = argv.nodes as number;
+    if (!(Number.isInteger(nodes) && nodes >= 1)) throw new Error(`--nodes must be an integer ≥ 1, got ${nodes}`);
+    return model.drafter({ dynamic: { depth: Math.max(1, depth), expand: 4, branch: 4, nodes } });
+  }
   return model.drafter({ k, tree: treeOf(argv.tree as string, model.draftK ? depth : Math.min(depth, maxK - 1), optimised) });
 }
 
