@@ -22,6 +22,7 @@ import { decode, EngineResult } from '../src/decode/engine';
 import { GREEDY, SamplingConfig } from '../src/decode/sampling';
 import { denseTree, TreeChoices } from '../src/decode/tree';
 import { Trainer } from '../src/train/trainer';
+import { drafterFor } from '../src/cli/generate';
 import { checkTreeAgainst, maxAbsDiff, pathTokens, randomTokens, RecordingDrafter } from './helpers';
 
 const nano = resolveConfig('nano').model;
@@ -297,6 +298,21 @@ describe('feature drafter decoding is lossless', { timeout: 60_000 }, () => {
     expect(() => m.drafter({ dynamic: { ...dynamic, nodes: 0 } })).toThrow(/dynamic.nodes must be an integer ≥ 1/);
     const medusa = createModel({ ...nano, mtp: { ...MTP_DEFAULTS.medusa, heads: 3 } });
     expect(() => medusa.drafter({ dynamic })).toThrow(/dynamic trees need a drafter that reads the path/);
+    medusa.dispose();
+    m.dispose();
+  });
+
+  it('the CLI names the feature decoder and its dynamic tree; other variants refuse both with a message', async () => {
+    await initBackend('cpu');
+    const m = make({}, { seed: 15 });
+    const d = drafterFor(m, { decoder: 'feature', tree: 'dynamic', nodes: 5, k: 4 })!;
+    expect(d.name).toBe('feature drafter dynamic tree (depth 3, expand 4, branch 4, 5 nodes)');
+    d.dispose();
+    expect(drafterFor(m, { decoder: 'feature', tree: 'chain' })!.name).toBe('feature drafter chain k=6');
+    expect(() => drafterFor(m, { decoder: 'feature', tree: 'dynamic', nodes: 0 })).toThrow(/--nodes must be an integer ≥ 1/);
+    const medusa = createModel({ ...nano, mtp: { ...MTP_DEFAULTS.medusa, heads: 3 } });
+    expect(() => drafterFor(medusa, { decoder: 'feature', tree: 'chain' })).toThrow(/its decoder is --decoder=medusa/);
+    expect(() => drafterFor(medusa, { decoder: 'medusa', tree: 'dynamic', nodes: 5 })).toThrow(/dynamic trees need a drafter that reads the path/);
     medusa.dispose();
     m.dispose();
   });
