@@ -44,7 +44,15 @@ export interface BlockWeights {
   b2: tf.Tensor;
 }
 
-const BLOCK_NAMES = ['ln1g', 'ln1b', 'wqkv', 'wo', 'ln2g', 'ln2b', 'w1', 'b1', 'w2', 'b2'] as const;
+/** A block's parameter names (model/params.ts addBlockParams), the keys of BlockWeights. */
+export const BLOCK_NAMES = ['ln1g', 'ln1b', 'wqkv', 'wo', 'ln2g', 'ln2b', 'w1', 'b1', 'w2', 'b2'] as const;
+
+type BlockPointers = Record<(typeof BLOCK_NAMES)[number], number>;
+
+/** Heap pointers of a block's weights among a kernel's inputs, named `<prefix><name>`. */
+function blockPointers(k: NativeKernels, t: Record<string, tf.TensorInfo>, prefix = ''): BlockPointers {
+  return Object.fromEntries(BLOCK_NAMES.map((n) => [n, k.ptr(t[prefix + n])])) as BlockPointers;
+}
 
 /** Where a block's KV cache layer lies and which positions the new rows take. */
 export interface BlockSlot {
@@ -74,7 +82,7 @@ function carve(base: number, sizes: number[]): number[] {
 
 /** One block over R rows: x → out (heap pointers), the new rows' K, V written into the slot's buffers. */
 function runBlock(
-  k: NativeKernels, x: number, out: number, w: Record<(typeof BLOCK_NAMES)[number], number>, kt: number, v: number, cap: number, mask: number,
+  k: NativeKernels, x: number, out: number, w: BlockPointers, kt: number, v: number, cap: number, mask: number,
   R: number, T: number, C: number, F: number, H: number, eps: number, past: number, S: number, scratch: number,
 ): void {
   const B = R / T;
@@ -111,8 +119,7 @@ function decodeBlockKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInf
   const F = t.w1.shape[1];
   const out = (backend as BackendWasm).makeOutput([R, C], 'float32');
   const scratch = k.scratch(4 * blockScratch(k, R, T, C, F, S).reduce((a, b) => a + b, 0));
-  const w = Object.fromEntries(BLOCK_NAMES.map((n) => [n, k.ptr(t[n])])) as Record<(typeof BLOCK_NAMES)[number], number>;
-  runBlock(k, k.ptr(t.x), k.ptr(out), w, k.ptr(t.kt), k.ptr(t.v), t.kt.shape[3], k.ptr(t.mask), R, T, C, F, nHead, eps, past, S, scratch);
+  runBlock(k, k.ptr(t.x), k.ptr(out), blockPointers(k, t), k.ptr(t.kt), k.ptr(t.v), t.kt.shape[3], k.ptr(t.mask), R, T, C, F, nHead, eps, past, S, scratch);
   return out;
 }
 
@@ -160,9 +167,8 @@ function draftRowsKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[
   k.fn.gemm(n, k.ptr(t.projG), hp, R, C, C, 0, 0, 0, ln, gs); // h′ = n(g)·projG + table[x]
   let x = hp;
   for (let l = 0; l < layers; l++) {
-    const w = Object.fromEntries(BLOCK_NAMES.map((nm) => [nm, k.ptr(t[`l${l}.${nm}`])])) as Record<(typeof BLOCK_NAMES)[number], number>;
     const dst = l === layers - 1 ? k.ptr(fOut) : x === hp ? n : hp;
-    runBlock(k, x, dst, w, k.ptr(t[`kt${l}`]), k.ptr(t[`v${l}`]), t[`kt${l}`].shape[3], k.ptr(t.mask), R, R, C, F, nHead, eps, past, S, blockBase);
+    runBlock(k, x, dst, blockPointers(k, t, `l${l}.`), k.ptr(t[`kt${l}`]), k.ptr(t[`v${l}`]), t[`kt${l}`].shape[3], k.ptr(t.mask), R, R, C, F, nHead, eps, past, S, blockBase);
     x = dst;
   }
   k.fn.ln_fwd(k.ptr(fOut), k.ptr(t.lnfg), k.ptr(t.lnfb), ln, stats, R, C, eps);

@@ -29,14 +29,14 @@ import type { BackwardMode, FeatureMtp, ModelConfig } from '../config';
 import type { Drafter, DrafterOptions, VerifyOptions } from '../decode/drafter';
 import { drafterShape } from '../decode/tree_shape';
 import { nativeKernels } from '../backend/wasm_native';
-import { BlockSlot, BlockWeights, decodeBlockSupports, fusedDraftRows } from '../backend/wasm_decode_block';
+import { BlockSlot, decodeBlockSupports, fusedDraftRows } from '../backend/wasm_decode_block';
 import { Rng } from '../util/rng';
 import { CacheSet } from './cache_set';
 import { FeatureDrafter } from './feature_drafter';
 import { KVCache } from './kv_cache';
 import type { DecodeOptions, LossAndGrads, LossOutput, MtpModel } from './mtp_model';
 import { jointLossAndGrads } from './mtp_model';
-import { block, param, project } from './layers';
+import { block, blockWeights, param, project } from './layers';
 import { addBlockParams, nextScope, ParamFactory, ParamMap } from './params';
 import { rmsNorm } from './rmsnorm';
 import { crossEntropy, MASKED, Transformer } from './transformer';
@@ -129,12 +129,12 @@ export class FeatureModel implements MtpModel {
       const z = this.trunk.blocks(x, mask, 0, L, cache);
       return { z, features: z };
     }
-    const taps = fusedLayers(L);
     const outs: tf.Tensor3D[] = [];
     let h = x;
-    for (let l = 0; l < L; l++) {
-      h = this.trunk.blocks(h, mask, l, l + 1, cache);
-      for (const t of taps) if (t === l) outs.push(h);
+    let done = 0; // blocks run so far
+    for (const tap of fusedLayers(L)) { // ascending, the last block last
+      if (tap + 1 > done) [h, done] = [this.trunk.blocks(h, mask, done, tap + 1, cache), tap + 1];
+      outs.push(h);
     }
     return { z: h, features: tf.concat(outs, -1) as tf.Tensor3D };
   }
@@ -199,8 +199,7 @@ export class FeatureModel implements MtpModel {
     if (nativeKernels() && decodeBlockSupports(C, nHead, mlpRatio * C)) {
       const slots = Array.from({ length: this.mtp.layers }, (_, l) => cache.slotForBlock(l, 1, g.shape[0], nHead, C / nHead));
       if (slots.every((x) => x !== null)) {
-        const names = ['ln1g', 'ln1b', 'wqkv', 'wo', 'ln2g', 'ln2b', 'w1', 'b1', 'w2', 'b2'] as const;
-        const blocks = Array.from({ length: this.mtp.layers }, (_, l) => Object.fromEntries(names.map((n) => [n, param(this.params, `${DRAFT_PREFIX}l${l}.${n}`)])) as unknown as BlockWeights);
+        const blocks = Array.from({ length: this.mtp.layers }, (_, l) => blockWeights(this.params, `${DRAFT_PREFIX}l${l}.`));
         const head = param(this.params, tieEmbeddings ? 'tokEmb' : 'head');
         const w = { ...tables, lnfg: param(this.params, 'lnfg'), lnfb: param(this.params, 'lnfb'), head, tied: tieEmbeddings, blocks };
         return fusedDraftRows(g, tokens, mask, w, slots as BlockSlot[], nHead, normEps);

@@ -16,7 +16,7 @@ import { fusedAttention, fusedAttentionSupports, fusedCachedAttention } from '..
 import { fusedLayerNorm } from '../backend/wasm_layer_norm';
 import { fusedBiasGelu } from '../backend/wasm_bias_gelu';
 import { fusedLinear, fusedLinearSupports } from '../backend/wasm_linear';
-import { BlockWeights, decodeBlockSupports, fusedDecodeBlock } from '../backend/wasm_decode_block';
+import { BLOCK_NAMES, BlockWeights, decodeBlockSupports, fusedDecodeBlock } from '../backend/wasm_decode_block';
 import type { ParamMap } from './params';
 import type { KVCache } from './kv_cache';
 
@@ -136,7 +136,10 @@ export function decodeBlockRows(x: tf.Tensor2D, params: ParamMap, p: string, nHe
   if (!inp.cache || !nativeKernels() || !decodeBlockSupports(C, nHead, param(params, `${p}w1`).shape[1] ?? 0)) return null;
   const slot = inp.cache.slotForBlock(inp.layer, B, T, nHead, C / nHead);
   if (!slot) return null;
-  const names = ['ln1g', 'ln1b', 'wqkv', 'wo', 'ln2g', 'ln2b', 'w1', 'b1', 'w2', 'b2'] as const;
-  const weights = Object.fromEntries(names.map((n) => [n, param(params, p + n)])) as unknown as BlockWeights;
-  return fusedDecodeBlock(x, weights, inp.mask, slot, T, nHead, eps);
+  return fusedDecodeBlock(x, blockWeights(params, p), inp.mask, slot, T, nHead, eps);
+}
+
+/** The weights of the block whose parameters are named `<p><name>`. */
+export function blockWeights(params: ParamMap, p: string): BlockWeights {
+  return Object.fromEntries(BLOCK_NAMES.map((n) => [n, param(params, p + n)])) as unknown as BlockWeights;
 }
