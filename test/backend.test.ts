@@ -9,6 +9,7 @@ import { BACKEND_NAMES, backendInfo, initBackend, type BackendName } from '../sr
 import { canResolve } from '../src/backend/platform';
 import { probeHardwareAdapter } from '../src/backend/node_webgpu';
 import { registerWasmFixes } from '../src/backend/wasm_fixes';
+import { maxAbsDiff, relativeError } from './helpers';
 
 const TFJS_NODE_INSTALLED = canResolve('@tensorflow/tfjs-node');
 
@@ -28,25 +29,6 @@ async function runOn(backend: BackendName, fn: () => tf.Tensor): Promise<Float32
   const data = (await out.data()) as Float32Array;
   out.dispose();
   return data;
-}
-
-/** Largest |a - b| relative to the largest |b| (or absolute when b is all below 1). */
-function relativeError(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let diff = 0;
-  let scale = 1;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff = Math.max(diff, Math.abs(a[i] - b[i]));
-  return diff;
 }
 
 /**

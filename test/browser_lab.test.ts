@@ -26,6 +26,7 @@ import { buildLab, LabPage, openLab, serveLab, LabServer } from '../web/node/lab
 import { nanoCheck } from '../web/src/lab/check';
 import { nanoMtp } from '../web/src/lab/choices';
 import type { CheckResult, DecodeRequest, DecodeResult, LabBackend, ModelSummary } from '../web/src/protocol';
+import { relativeError } from './helpers';
 
 /**
  * Largest allowed |x − x_cpu| / max(1, max |x_cpu|), per logits and per gradient tensor. Both GPU backends compute in
@@ -59,17 +60,6 @@ function call<T>(method: string, ...args: unknown[]): Promise<T> {
   return lab.page.evaluate(([m, a]) => (window as any).mtpLab.client[m as string](...(a as unknown[])), [method, args] as const) as Promise<T>;
 }
 
-function relErr(a: readonly number[], b: readonly number[]): number {
-  expect(a.length).toBe(b.length);
-  let diff = 0;
-  let scale = 1;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
-
 const GPU_BACKENDS: LabBackend[] = ['webgl', 'webgpu'];
 
 /** Every lossless decoder of the page: blockwise, sequential, Medusa (chain, dense, sparse trees), prompt lookup, the feature drafter's dynamic tree. */
@@ -100,13 +90,13 @@ describe.each(GPU_BACKENDS)('on %s in Chromium', (backend) => {
     const ref = await nanoCheck('parallel', 7);
     const got = await call<CheckResult>('check', backend, 'parallel', 7);
     expect(got.backend).toBe(backend);
-    console.log(`${backend} (${got.detail}): logits rel. error ${relErr(got.logits, ref.logits).toExponential(1)}`);
-    expect(relErr(got.logits, ref.logits)).toBeLessThan(TOLERANCE);
+    console.log(`${backend} (${got.detail}): logits rel. error ${relativeError(got.logits, ref.logits).toExponential(1)}`);
+    expect(relativeError(got.logits, ref.logits)).toBeLessThan(TOLERANCE);
     expect(Math.abs(got.loss - ref.loss)).toBeLessThan(TOLERANCE * Math.max(1, ref.loss));
     expect(Object.keys(got.grads).sort()).toEqual(Object.keys(ref.grads).sort());
     let worst = 0;
     for (const [name, g] of Object.entries(ref.grads)) {
-      const e = relErr(got.grads[name], g);
+      const e = relativeError(got.grads[name], g);
       worst = Math.max(worst, e);
       expect(e, `gradient of ${name}`).toBeLessThan(TOLERANCE);
     }

@@ -19,6 +19,7 @@ import { DECODE_BLOCK_FLAG } from '../src/backend/wasm_decode_block';
 import { generate } from '../src/decode/ar';
 import { AcceptanceRule, greedyAcceptance, speculativeAcceptance } from '../src/decode/acceptance';
 import { decode, EngineResult } from '../src/decode/engine';
+import type { DynamicTreeOptions } from '../src/decode/drafter';
 import { GREEDY, SamplingConfig } from '../src/decode/sampling';
 import { denseTree, TreeChoices } from '../src/decode/tree';
 import { Trainer } from '../src/train/trainer';
@@ -75,8 +76,10 @@ function featureDraftLogits(model: FeatureModel, seq: readonly number[], W: numb
   return data;
 }
 
-async function decodeRecorded(m: FeatureModel, prompt: number[], n: number, opts: { tree?: TreeChoices; acceptance?: AcceptanceRule; sampling?: SamplingConfig; k?: number } = {}) {
-  const rec = new RecordingDrafter(m.drafter({ tree: opts.tree, k: opts.k }));
+async function decodeRecorded(
+  m: FeatureModel, prompt: number[], n: number, opts: { tree?: TreeChoices; dynamic?: DynamicTreeOptions; acceptance?: AcceptanceRule; sampling?: SamplingConfig; k?: number } = {},
+) {
+  const rec = new RecordingDrafter(m.drafter({ tree: opts.tree, dynamic: opts.dynamic, k: opts.k }));
   const out = await decode(m, rec, prompt, { maxNewTokens: n, acceptance: opts.acceptance, seed: 5 });
   let checked = 0;
   for (const r of rec.records) {
@@ -277,19 +280,13 @@ describe('feature drafter decoding is lossless', { timeout: 60_000 }, () => {
     const prompt = [9, 8, 7, 6, 5];
     const ar = await generate(m, prompt, { maxNewTokens: 70 });
     const dynamic = { depth: 4, expand: 3, branch: 3, nodes: 10 };
-    const rec = new RecordingDrafter(m.drafter({ dynamic }));
-    const out = await decode(m, rec, prompt, { maxNewTokens: 70 });
+    const { out, rec, checked } = await decodeRecorded(m, prompt, 70, { dynamic }); // every proposal against a from-scratch recomputation
     expect(out.tokens).toEqual(ar.tokens);
-    let checked = 0;
     for (const r of rec.records) {
-      if (r.windowStart < 0) continue;
       expect(r.tree.tokens.length).toBeLessThanOrEqual(1 + dynamic.nodes);
       expect(r.tree.parents.every((p, i) => i === 0 || (p >= 0 && p < i))).toBe(true);
       const depthOf = (u: number): number => (u === 0 ? 0 : 1 + depthOf(r.tree.parents[u]));
       expect(Math.max(...r.tree.tokens.map((_, u) => depthOf(u)))).toBeLessThanOrEqual(dynamic.depth);
-      const res = checkTreeAgainst(r.tree, (u) => featureDraftLogits(m, r.seq, r.windowStart, [...pathTokens(r.tree, u), -1]), GREEDY);
-      expect(res.error, `proposal at length ${r.seq.length}`).toBeNull();
-      checked += res.checked;
     }
     expect(checked).toBeGreaterThan(50);
     expect(rec.records.some((r) => r.tree.tokens.length === 1 + dynamic.nodes)).toBe(true);

@@ -20,6 +20,13 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return Number.isNaN(m) ? Infinity : m;
 }
 
+/** Largest |a − b| over the largest |b| (at least 1, so an absolute error for small values); Infinity for NaN. */
+export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let scale = 1;
+  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
+  return maxAbsDiff(a, b) / scale;
+}
+
 /** n random token ids in [0, V) from a seed. */
 export function randomTokens(n: number, V: number, seed: number): number[] {
   const rng = new Rng(seed);

@@ -18,7 +18,9 @@ import { fusedLinear } from '../src/backend/wasm_linear';
 import { DECODE_BLOCK, DECODE_BLOCK_FLAG } from '../src/backend/wasm_decode_block';
 import { KERNELS_WASM_BASE64 } from '../src/backend/native/kernels_wasm';
 import { MASKED, Transformer } from '../src/model/transformer';
+import type { KVCache } from '../src/model/kv_cache';
 import { resolveConfig } from '../src/config';
+import { relativeError } from './helpers';
 
 const TOL = 1e-4;
 
@@ -40,22 +42,10 @@ async function on(backend: 'cpu' | 'wasm', fn: () => tf.Tensor[]): Promise<Float
   return data;
 }
 
-/** Largest |a - b| over the largest |b| (at least 1). */
-function relErr(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let d = 0;
-  let s = 1;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    s = Math.max(s, Math.abs(b[i]));
-  }
-  return Number.isNaN(d) ? Infinity : d / s;
-}
-
 async function expectAgree(fn: () => tf.Tensor[], label: string): Promise<void> {
   const cpu = await on('cpu', fn);
   const wasm = await on('wasm', fn);
-  cpu.forEach((c, i) => expect(relErr(wasm[i], c), `${label}, output ${i}`).toBeLessThan(TOL));
+  cpu.forEach((c, i) => expect(relativeError(wasm[i], c), `${label}, output ${i}`).toBeLessThan(TOL));
 }
 
 /** The plain formula of layers.ts: qkv [B·T, 3C] → [B·T, C]. */
@@ -213,6 +203,17 @@ describe('wasm kernels agree with cpu', () => {
   });
 });
 
+/** The logits of `tokens` fed `chunk` at a time through decoding forwards over one cache, concatenated. */
+async function fedLogits(model: Transformer, cache: KVCache, tokens: number[], chunk: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < tokens.length; i += chunk) {
+    const l = tf.tidy(() => model.verifyForward(tokens.slice(i, i + chunk), cache).logits);
+    out.push(...((await l.data()) as Float32Array));
+    l.dispose();
+  }
+  return out;
+}
+
 describe('wasm kernels: a row does not depend on the rows computed with it', () => {
   // Greedy speculative decoding is token-identical to plain decoding only if a token's logits are the same whether the
   // token is fed alone (AR), with a few drafts, or in a prefill: the same bits, not 1e-7 apart (a near-tie could flip).
@@ -251,16 +252,9 @@ describe('wasm kernels: a row does not depend on the rows computed with it', () 
     const logits = async (chunk: number, fused: boolean): Promise<number[]> => {
       tf.env().set(DECODE_BLOCK_FLAG, fused);
       const cache = model.newCache();
-      const out: number[] = [];
-      for (let i = 0; i < tokens.length; i += chunk) {
-        const l = tf.tidy(() => model.verifyForward(tokens.slice(i, i + chunk), cache).logits);
-        out.push(...((await l.data()) as Float32Array));
-        l.dispose();
-      }
+      const out = await fedLogits(model, cache, tokens, chunk);
       cache.truncate(3); // a rejected draft: the next forward writes over the dropped positions
-      const again = tf.tidy(() => model.verifyForward(tokens.slice(3, 9), cache).logits);
-      out.push(...((await again.data()) as Float32Array));
-      again.dispose();
+      out.push(...(await fedLogits(model, cache, tokens.slice(3, 9), 6)));
       cache.dispose();
       return out;
     };
@@ -285,12 +279,7 @@ describe('wasm kernels: a row does not depend on the rows computed with it', () 
     const tokens = Array.from({ length: 30 }, (_, i) => (i * 37 + 11) % 256);
     const logits = async (chunk: number): Promise<number[]> => {
       const cache = model.newCache();
-      const out: number[] = [];
-      for (let i = 0; i < tokens.length; i += chunk) {
-        const l = tf.tidy(() => model.verifyForward(tokens.slice(i, i + chunk), cache).logits);
-        out.push(...((await l.data()) as Float32Array));
-        l.dispose();
-      }
+      const out = await fedLogits(model, cache, tokens, chunk);
       cache.dispose();
       return out;
     };
@@ -350,7 +339,7 @@ describe('wasm kernels hygiene', () => {
     tf.env().set(FAST_FLAG, false);
     try {
       expect(nativeKernels()).toBeNull();
-      expect(relErr(run() as Float32Array, fast as Float32Array)).toBeLessThan(TOL);
+      expect(relativeError(run() as Float32Array, fast as Float32Array)).toBeLessThan(TOL);
     } finally {
       tf.env().set(FAST_FLAG, true);
     }
