@@ -31,10 +31,10 @@ export function torchUnavailable(): string | null {
 }
 
 /** Runs torch_twin.py on the CPU with `args` (e.g. ['--configs', 'small', '--train-runs', '0']) and returns its results. */
-export function runTwin(args: string[], threads = 2): { info: Record<string, unknown>; results: TwinResult[] } {
+export function runTwin(args: string[], threads = 2, device: 'cpu' | 'cuda' = 'cpu'): { info: Record<string, unknown>; results: TwinResult[] } {
   const out = path.join(os.tmpdir(), `torch_twin.${process.pid}.json`);
   const script = path.join(__dirname, 'torch_twin.py');
-  const r = spawnSync(PYTHON, [script, '--device', 'cpu', '--threads', String(threads), '--skip-matmul', '--out', out, ...args], {
+  const r = spawnSync(PYTHON, [script, '--device', device, '--threads', String(threads), '--skip-matmul', '--out', out, ...args], {
     env: env(),
     encoding: 'utf8',
   });

@@ -273,6 +273,12 @@ export class FeatureModel implements MtpModel {
   /** Trunk over new tokens [T]: next-token logits [T, V] and the features [T, F] the drafter reads. */
   verifyForward(tokens: number[], cache: KVCache, opts: VerifyOptions = {}): { logits: tf.Tensor2D; features: tf.Tensor2D } {
     const T = tokens.length;
+    const L = this.config.nLayer;
+    const taps = this.mtp.features === 'last' ? [L] : fusedLayers(L).map((l) => l + 1);
+    if (new Set(taps).size === taps.length) {
+      const fused = this.trunk.decodeFused(cache, { tokens, positions: opts.positions, mask: opts.mask, from: 0, to: L, taps, head: true });
+      if (fused) return { logits: fused.logits!, features: fused.features };
+    }
     const { x, mask } = this.trunk.embed(tf.tensor2d([tokens], [1, T], 'int32'), { ...opts, cache });
     const { z, features } = this.trunkFeatures(x, mask, cache);
     return { logits: tf.reshape(this.trunk.unembed(z), [T, this.config.vocabSize]), features: tf.reshape(features, [T, this.featureWidth]) };

@@ -10,11 +10,14 @@
  * Storage depends on the backend active at the first append after creation or `dispose()`:
  * - `wasm` with this package's kernels loaded: buffers with spare capacity written in place (WasmKVStore), read by
  *   the fused attention where they lie; appending T tokens costs O(T), truncating nothing;
+ * - `webgpu` when the first forward is a fused decoding forward (backend/webgpu_decode.ts): one GPU buffer written in
+ *   place by those programs (WebGpuKVStore); later forwards on this cache must be fused too;
  * - any other backend: plain tensors [B, H, S, hs], grown by concatenation (a copy of the layer per append).
  */
 import * as tf from '@tensorflow/tfjs';
 import { nativeKernels } from '../backend/wasm_native';
 import { WasmKVStore } from '../backend/wasm_kv_store';
+import type { GpuDecodeModel, WebGpuKVStore } from '../backend/webgpu_decode';
 
 /** Plain-tensor storage: per layer K, V [B, H, S, hs]. */
 class TensorKVStore {
@@ -72,7 +75,7 @@ class TensorKVStore {
 }
 
 export class KVCache {
-  private store: TensorKVStore | WasmKVStore | null = null;
+  private store: TensorKVStore | WasmKVStore | WebGpuKVStore | null = null;
   /** Committed sequence length S (positions 0..S-1 hold entries). */
   private len = 0;
   /** Layers written during the current forward (appends are committed once every layer did its own). */
@@ -92,6 +95,7 @@ export class KVCache {
   append(layer: number, k: tf.Tensor4D, v: tf.Tensor4D): { k: tf.Tensor4D; v: tf.Tensor4D } {
     const T = k.shape[2];
     const store = this.storeFor(k.shape[1]);
+    if (isGpuStore(store)) throw new Error('KVCache: this cache lives on the GPU for fused decoding forwards (backend/webgpu_decode.ts); it cannot take tensors appended by plain ops');
     if (store instanceof TensorKVStore) {
       const out = store.append(layer, k, v);
       this.advance(T);
@@ -138,6 +142,20 @@ export class KVCache {
     return { ...bufs, past, S: past + T };
   }
 
+  /**
+   * The GPU store of the fused webgpu decoding forwards (made on first use, for `model`), or null when this cache
+   * already keeps its entries another way.
+   */
+  gpuStore(model: GpuDecodeModel): WebGpuKVStore | null {
+    if (this.store === null) this.store = model.newStore();
+    return isGpuStore(this.store) ? this.store : null;
+  }
+
+  /** Records that a fused forward wrote T new positions into layers [from, to). */
+  advanceLayers(from: number, to: number, T: number): void {
+    for (let l = from; l < to; l++) this.advance(T);
+  }
+
   /** Keeps the first `len` positions. */
   truncate(len: number): void {
     if (!Number.isInteger(len) || len < 0 || len > this.len) {
@@ -145,7 +163,7 @@ export class KVCache {
     }
     if (len === this.len) return;
     if (this.store instanceof TensorKVStore) this.store.truncate(len);
-    else this.store?.invalidate();
+    else if (this.store instanceof WasmKVStore) this.store.invalidate();
     this.len = len;
   }
 
@@ -164,6 +182,7 @@ export class KVCache {
   /** Cached keys and values of one layer [B, H, S, hs] (null when empty), owned by the cache. */
   layer(l: number): { k: tf.Tensor4D | null; v: tf.Tensor4D | null } {
     if (!this.store) return { k: null, v: null };
+    if (isGpuStore(this.store)) return this.len === 0 ? { k: null, v: null } : this.store.layer(l, this.len);
     return this.store instanceof TensorKVStore ? this.store.layer(l) : this.store.layer(l, this.len);
   }
 
@@ -176,7 +195,7 @@ export class KVCache {
   }
 
   /** The storage, chosen at the first append by the backend then active. */
-  private storeFor(nHead: number): TensorKVStore | WasmKVStore {
+  private storeFor(nHead: number): TensorKVStore | WasmKVStore | WebGpuKVStore {
     this.store ??= nativeKernels() ? new WasmKVStore(this.nLayer, nHead) : new TensorKVStore(this.nLayer);
     return this.store;
   }
@@ -188,4 +207,9 @@ export class KVCache {
       this.len += T;
     }
   }
+}
+
+/** Whether a store is the GPU one (checked by shape, so that this module does not load the webgpu code). */
+function isGpuStore(s: unknown): s is WebGpuKVStore {
+  return s !== null && typeof s === 'object' && 'owner' in s && 'buffer' in s;
 }

@@ -174,6 +174,9 @@ export class MedusaModel implements MtpModel {
    */
   decodeHidden(tokens: number[], caches: CacheSet, opts: DecodeOptions = {}): { logits: tf.Tensor2D; hidden: tf.Tensor2D } {
     return tf.tidy(() => {
+      const L = this.config.nLayer;
+      const fused = this.trunk.decodeFused(caches.trunk, { tokens, positions: opts.positions, mask: opts.mask, from: 0, to: L, taps: [], head: true, normedFeatures: true });
+      if (fused) return { logits: fused.logits!, hidden: fused.features };
       const input = tf.tensor2d([tokens], [1, tokens.length], 'int32');
       const hidden = this.finalHidden(this.trunk.trunk(input, { cache: caches.trunk, positions: opts.positions, mask: opts.mask })); // [T, C]
       return { logits: this.baseLogits(hidden), hidden };

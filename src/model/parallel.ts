@@ -175,6 +175,9 @@ export class ParallelModel implements MtpModel {
   /** Trunk and head 1 over new tokens [T]: next-token logits [T, V]; features = the shared trunk's output z [T, C]. */
   verifyForward(tokens: number[], cache: KVCache, opts: VerifyOptions = {}): { logits: tf.Tensor2D; features: tf.Tensor2D } {
     const T = tokens.length;
+    const to = this.nShared + this.headLayers;
+    const fused = this.trunk.decodeFused(cache, { tokens, positions: opts.positions, mask: opts.mask, from: 0, to, taps: [this.nShared], head: true });
+    if (fused) return { logits: fused.logits!, features: fused.features };
     const { x, mask } = this.trunk.embed(tf.tensor2d([tokens], [1, T], 'int32'), { cache, ...opts });
     const z = this.trunk.blocks(x, mask, 0, this.nShared, cache); // [1, T, C]
     const h = this.trunk.blocks(z, mask, this.nShared, this.nShared + this.headLayers, cache); // head 1

@@ -12,6 +12,7 @@ import type { ModelConfig } from '../config';
 import { validateModel } from '../config';
 import { Rng } from '../util/rng';
 import { KVCache } from './kv_cache';
+import { DecodeShape, FusedForward, gpuDecodeModel, webgpuBackend } from '../backend/webgpu_decode';
 import { block, decodeBlockRows, layerNorm, param } from './layers';
 import { createTrunkParams, nextScope, ParamFactory, ParamMap } from './params';
 
@@ -86,6 +87,11 @@ export class Transformer {
   blocks(x: tf.Tensor3D, mask: tf.Tensor2D, from: number, to: number, cache?: KVCache): tf.Tensor3D {
     const { nHead, normEps } = this.config;
     const [B, T, C] = x.shape;
+    if (cache && B === 1 && from < to) {
+      // decoding on webgpu: the fused programs, two per block
+      const fused = this.decodeFused(cache, { x: tf.reshape(x, [T, C]), mask, from, to, taps: [to], head: false });
+      if (fused) return tf.reshape(fused.features, [1, T, C]) as tf.Tensor3D;
+    }
     let l = from;
     if (cache && from < to) {
       // decoding on wasm: each block one kernel, on rows [B·T, C] from the first block to the last
@@ -117,12 +123,49 @@ export class Transformer {
     return tf.reshape(logits, [B, T, this.config.vocabSize]);
   }
 
+  /** The model's shape for the fused webgpu decoding programs. */
+  decodeShape(): DecodeShape {
+    const c = this.config;
+    return { vocab: c.vocabSize, positions: c.blockSize, nLayer: c.nLayer, C: c.nEmbd, nHead: c.nHead, F: c.mlpRatio * c.nEmbd, tied: c.tieEmbeddings, eps: c.normEps };
+  }
+
+  /**
+   * A decoding forward as the fused webgpu programs (backend/webgpu_decode.ts), appending to `cache`: the features
+   * [T, width] (the rows after each block in `taps`, side by side, or the normalised last rows) and, with `head`, the
+   * logits [T, V]. Null where that path does not apply (another backend, a cache kept as tensors, shapes the device
+   * cannot hold); callers then run the plain ops. Call inside tf.tidy.
+   */
+  decodeFused(cache: KVCache, f: FusedForward): { features: tf.Tensor2D; logits: tf.Tensor2D | null } | null {
+    if (!webgpuBackend()) return null;
+    if (f.taps.some((t) => !Number.isInteger(t) || t <= f.from || t > f.to) || new Set(f.taps).size !== f.taps.length) return null;
+    const T = f.tokens?.length ?? f.x!.shape[0];
+    if (T === 0) return null;
+    if (f.tokens) {
+      const positions = f.positions ?? f.tokens.map((_, i) => cache.length + i);
+      if (positions.length !== T) throw new Error(`positions has ${positions.length} entries for ${T} tokens`);
+      for (const p of positions) {
+        if (!Number.isInteger(p) || p < 0 || p >= this.config.blockSize) throw new Error(`position ${p} outside the position table [0, ${this.config.blockSize}); decoders must slide the context`);
+      }
+      for (const t of f.tokens) if (!Number.isInteger(t) || t < 0 || t >= this.config.vocabSize) throw new Error(`token ${t} is outside the vocabulary [0, ${this.config.vocabSize})`);
+    }
+    if (f.mask && (f.mask.shape[0] !== T || f.mask.shape[1] !== cache.length + T)) throw new Error(`mask must be [${T}, ${cache.length + T}], got [${f.mask.shape}]`);
+    const model = gpuDecodeModel(this.params, this.decodeShape());
+    const store = model && cache.gpuStore(model);
+    if (!model || !store) return null;
+    const out = model.forward(store, cache.length, f, (name) => param(this.params, name));
+    cache.advanceLayers(f.from, f.to, T);
+    return out;
+  }
+
   /**
    * Decoding forward (batch 1) for the decoding engine: tokens [T] appended to `cache` → next-token
    * logits [T, V] and the features its drafters read, here the last block's output z [T, C] (before
    * the final norm). Call inside tf.tidy.
    */
   verifyForward(tokens: number[], cache: KVCache, opts: Omit<ForwardOptions, 'cache'> = {}): { logits: tf.Tensor2D; features: tf.Tensor2D } {
+    const L = this.config.nLayer;
+    const fused = this.decodeFused(cache, { tokens, positions: opts.positions, mask: opts.mask, from: 0, to: L, taps: [L], head: true });
+    if (fused) return { logits: fused.logits!, features: fused.features };
     const T = tokens.length;
     const z = this.trunk(tf.tensor2d([tokens], [1, T], 'int32'), { ...opts, cache }); // [1, T, C]
     return { logits: tf.reshape(this.unembed(z), [T, this.config.vocabSize]), features: tf.reshape(z, [T, this.config.nEmbd]) };

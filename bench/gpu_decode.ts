@@ -1,0 +1,205 @@
+/**
+ * Decoding on WebGPU: the fused decoding programs (src/backend/webgpu_decode.ts) against the plain tfjs ops and the
+ * PyTorch twin on the same GPU, then greedy AR against every lossless decoder of the zoo models, all in one run.
+ *
+ * 1. Per preset (random weights): one verification forward of n = 1 and 8 tokens on a 120-token cache with its logits
+ *    read back to the host (truncated back after each, as a rejected draft is), fused and plain; and the greedy AR
+ *    loop's ms per token. Programs per token = compute dispatches counted at the WebGPU pass encoder.
+ * 2. The PyTorch twin (bench/torch_twin.py, fp32, eager) on CUDA: the same forward on the same cache (MTP_PYTHON names
+ *    the Python that has torch).
+ * 3. Per zoo model: AR vs its drafter's chain, trees and dynamic trees (src/eval/speed.ts: interleaved runs, medians,
+ *    outputs checked identical to AR's).
+ *
+ *   npm run bench:gpu -- [--presets=small,medium,deep] [--models=zoo:code-medusa1-k5,zoo:code-feature] [--torch=false]
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import * as tf from '@tensorflow/tfjs';
+import { backendInfo, initBackend } from '../src/backend/index';
+import { WEBGPU_DECODE_FLAG } from '../src/backend/webgpu_decode';
+import { PRESET_NAMES, PresetName, resolveConfig } from '../src/config';
+import { loadCorpus, splitTrainVal } from '../src/data/corpus';
+import { generate } from '../src/decode/ar';
+import { decode } from '../src/decode/engine';
+import { denseTree, sparseTree } from '../src/decode/tree';
+import { compareWithAR, SpeedRow } from '../src/eval/speed';
+import type { MtpModel } from '../src/model/mtp_model';
+import { Transformer } from '../src/model/transformer';
+import { loadZooModel } from '../src/zoo/load';
+import { Rng } from '../src/util/rng';
+import { machine, markdownTable, median, updateReadme, writeResults } from './common';
+import { runTwin, torchUnavailable } from './torch';
+
+/** Compute dispatches issued since the counter was installed (every program, tfjs's and the fused ones). */
+const dispatches = { count: 0 };
+function countDispatches(): void {
+  const proto = (globalThis as { GPUComputePassEncoder?: { prototype: { dispatchWorkgroups: (...a: unknown[]) => void } } }).GPUComputePassEncoder?.prototype;
+  if (!proto) throw new Error('GPUComputePassEncoder is not defined: run this benchmark on the webgpu backend');
+  const dispatch = proto.dispatchWorkgroups;
+  proto.dispatchWorkgroups = function (this: unknown, ...a: unknown[]) {
+    dispatches.count += 1;
+    return dispatch.apply(this, a);
+  };
+}
+
+const withFused = async <T>(on: boolean, f: () => Promise<T>): Promise<T> => {
+  tf.env().set(WEBGPU_DECODE_FLAG, on);
+  try {
+    return await f();
+  } finally {
+    tf.env().set(WEBGPU_DECODE_FLAG, true);
+  }
+};
+
+interface Latency {
+  /** Verification forward of n tokens on the cache, logits read back (median ms) and its programs. */
+  forward: Record<number, { ms: number; programs: number }>;
+  /** Greedy AR: ms per token (median over runs) and programs per token. */
+  msPerToken: number;
+  programsPerToken: number;
+}
+
+async function latency(model: Transformer, ns: number[], cacheLen: number, runs: number, arTokens: number): Promise<Latency> {
+  const rng = new Rng(7);
+  const V = model.config.vocabSize;
+  const tokens = (n: number) => Array.from({ length: n }, () => rng.int(V));
+  const cache = model.newCache();
+  await tf.tidy(() => model.verifyForward(tokens(cacheLen), cache).logits).data().then(() => undefined);
+  const forward: Latency['forward'] = {};
+  for (const n of ns) {
+    const times: number[] = [];
+    let programs = 0;
+    for (let r = -3; r < runs; r++) {
+      const x = tokens(n);
+      const d0 = dispatches.count;
+      const t0 = performance.now();
+      const logits = tf.tidy(() => model.verifyForward(x, cache).logits);
+      await logits.data();
+      const ms = performance.now() - t0;
+      logits.dispose();
+      cache.truncate(cacheLen);
+      if (r >= 0) times.push(ms);
+      programs = dispatches.count - d0;
+    }
+    forward[n] = { ms: median(times), programs };
+  }
+  cache.dispose();
+  const prompt = tokens(8);
+  await generate(model, prompt, { maxNewTokens: 8 }); // warm-up
+  const perToken: number[] = [];
+  let programsPerToken = 0;
+  for (let r = 0; r < runs; r++) {
+    const d0 = dispatches.count;
+    const out = await generate(model, prompt, { maxNewTokens: arTokens });
+    perToken.push(1000 / out.stats.tokensPerSec);
+    programsPerToken = (dispatches.count - d0) / arTokens;
+  }
+  return { forward, msPerToken: median(perToken), programsPerToken };
+}
+
+async function main() {
+  const argv = yargs(hideBin(process.argv))
+    .option('presets', { type: 'string', default: 'small,medium,deep', describe: `random-weight models to time (comma list of ${PRESET_NAMES.join(', ')})` })
+    .option('models', { type: 'string', default: 'zoo:code-medusa1-k5,zoo:code-feature,zoo:code-parallel-k4,zoo:code-sequential-d1', describe: 'zoo models to decode with every lossless decoder (comma list; empty for none)' })
+    .option('cache', { type: 'number', default: 120, describe: 'cached tokens under the timed forwards' })
+    .option('runs', { type: 'number', default: 15, describe: 'timed forwards / AR generations per preset (medians)' })
+    .option('arTokens', { type: 'number', default: 64, describe: 'tokens per timed AR generation' })
+    .option('prompts', { type: 'number', default: 4, describe: 'validation prompts per zoo model' })
+    .option('tokens', { type: 'number', default: 96, describe: 'tokens generated per prompt (zoo models)' })
+    .option('specRuns', { type: 'number', default: 3, describe: 'timed repetitions of the zoo comparison' })
+    .option('torch', { type: 'boolean', default: true, describe: 'also time the PyTorch twin on CUDA' })
+    .option('name', { type: 'string', default: 'gpu_decode_fused', describe: 'results file and README block name' })
+    .option('readme', { type: 'boolean', default: true, describe: 'write the tables into README.md' })
+    .strict()
+    .parseSync();
+  const info = await initBackend('webgpu');
+  countDispatches();
+  const presets = argv.presets.split(',').filter(Boolean);
+  for (const p of presets) if (!(PRESET_NAMES as readonly string[]).includes(p)) throw new Error(`--presets: unknown preset '${p}'; allowed: ${PRESET_NAMES.join(', ')}`);
+  const ns = [1, 8];
+  console.log(`${info.detail}\nwebgpu decoding: ${presets.join(', ')}; forwards on a ${argv.cache}-token cache, ${argv.runs} runs`);
+
+  // 1. fused vs plain, per preset
+  const latencies: { preset: string; fused: Latency; plain: Latency }[] = [];
+  for (const preset of presets) {
+    const m = new Transformer({ ...resolveConfig(preset as PresetName).model, seed: 1234 });
+    const cacheLen = Math.min(argv.cache, m.config.blockSize - Math.max(...ns));
+    const plain = await withFused(false, () => latency(m, ns, cacheLen, argv.runs, argv.arTokens));
+    const fused = await latency(m, ns, cacheLen, argv.runs, argv.arTokens);
+    latencies.push({ preset, fused, plain });
+    console.log(`${preset}: AR ${fused.msPerToken.toFixed(2)} ms/token, ${fused.programsPerToken.toFixed(1)} programs (plain ops ${plain.msPerToken.toFixed(2)} ms, ${plain.programsPerToken.toFixed(1)}); forward n=1 ${fused.forward[1].ms.toFixed(2)} ms vs ${plain.forward[1].ms.toFixed(2)}, n=8 ${fused.forward[8].ms.toFixed(2)} vs ${plain.forward[8].ms.toFixed(2)}`);
+    m.dispose();
+  }
+
+  // 2. the PyTorch twin on the GPU
+  const twin: Record<string, Record<string, number>> = {};
+  let twinInfo: Record<string, unknown> | string = 'not run (--torch=false)';
+  if (argv.torch) {
+    const why = torchUnavailable();
+    if (why) twinInfo = why;
+    else {
+      try {
+        const r = runTwin(['--configs', presets.filter((p) => ['small', 'medium', 'deep'].includes(p)).join(','), '--train-runs', '0', '--dec-ns', ns.join(','), '--dec-cache', String(argv.cache), '--dec-runs', String(Math.max(20, argv.runs))], 0, 'cuda');
+        twinInfo = r.info;
+        for (const res of r.results) if (res.decode) twin[res.config] = res.decode.kvCacheMs;
+      } catch (e) {
+        twinInfo = (e as Error).message;
+      }
+    }
+    console.log('PyTorch twin:', JSON.stringify(twinInfo), JSON.stringify(twin));
+  }
+
+  // 3. the zoo models: AR vs every lossless decoder
+  const spec: (SpeedRow & { model: string })[] = [];
+  for (const name of argv.models.split(',').filter(Boolean)) {
+    const { model, config } = loadZooModel(name.replace(/^zoo:/, ''));
+    const { val } = splitTrainVal(loadCorpus(config.train.corpus).bytes);
+    const rng = new Rng(2024);
+    const prompts = Array.from({ length: argv.prompts }, () => {
+      const s = rng.int(val.length - 64);
+      return Array.from(val.subarray(s, s + 64));
+    });
+    const k = model.draftK ?? model.k;
+    const run = (label: string, opts: Parameters<MtpModel['drafter']>[0]) => ({ label, decode: (m: MtpModel, p: number[], n: number) => decode(m, m.drafter(opts), p, { maxNewTokens: n }) });
+    const decoders = [run(`chain k=${k}`, { k }), run(`dense tree k=${k}`, { k, tree: denseTree(k - 1) }), run(`sparse63 tree`, { tree: sparseTree(Math.min(4, k - 1)) })];
+    if (config.model.mtp.kind === 'feature') decoders.push(run(`chain k=8`, { k: 8 }), run('dynamic tree (7 deep, 24 nodes)', { dynamic: { depth: 7, expand: 4, branch: 4, nodes: 24 } }));
+    const rows = await compareWithAR(model, prompts, decoders, { tokens: argv.tokens, runs: argv.specRuns });
+    for (const r of rows) {
+      if (!r.identical) throw new Error(`${name} ${r.label}: output differs from greedy AR on webgpu — a lossless decoder is broken`);
+      spec.push({ ...r, model: name.replace(/^zoo:/, '') });
+      console.log(`  ${name} ${r.label}: τ ${r.tau.toFixed(2)}, ${r.tokensPerSec.toFixed(0)} tokens/s vs AR ${r.arTokensPerSec.toFixed(0)} → ×${r.speedup.toFixed(2)}`);
+    }
+    model.dispose();
+  }
+
+  const command = `npm run bench:gpu -- ${process.argv.slice(2).join(' ')}`.trim();
+  const results = { machine: machine(), adapter: backendInfo().detail, command, cacheLength: argv.cache, latencies, torch: { info: twinInfo, kvCacheMs: twin }, spec };
+  console.log(`wrote ${writeResults(argv.name, results)}`);
+  if (argv.readme) {
+    const lat = markdownTable(
+      ['model', 'AR ms/token fused (plain ops)', 'programs/token fused (plain)', 'forward n=1 ms fused (plain)', 'forward n=8 ms fused (plain)', 'PyTorch fp32 n=1 / n=8 ms'],
+      latencies.map(({ preset, fused, plain }) => [
+        preset,
+        `**${fused.msPerToken.toFixed(2)}** (${plain.msPerToken.toFixed(2)})`,
+        `${fused.programsPerToken.toFixed(1)} (${plain.programsPerToken.toFixed(1)})`,
+        `${fused.forward[1].ms.toFixed(2)} (${plain.forward[1].ms.toFixed(2)})`,
+        `${fused.forward[8].ms.toFixed(2)} (${plain.forward[8].ms.toFixed(2)})`,
+        twin[preset] ? `${twin[preset]['1'].toFixed(2)} / ${twin[preset]['8'].toFixed(2)}` : '—',
+      ]),
+    );
+    const sp = markdownTable(
+      ['model', 'decoder', 'τ', 'tokens/s', 'AR tokens/s', 'speedup', 'identical to AR'],
+      spec.map((r) => [r.model, r.label, r.tau.toFixed(2), r.tokensPerSec.toFixed(0), r.arTokensPerSec.toFixed(0), `×${r.speedup.toFixed(2)}`, r.identical ? 'yes' : 'NO']),
+    );
+    const m = results.machine;
+    updateReadme(
+      argv.name,
+      `${results.adapter}; ${m.cpu}, Node ${m.node}, tfjs ${m.tfjs}; \`${command}\`. Random weights for the latency rows (median of ${argv.runs}; forwards on a ${argv.cache}-token cache, logits read back; AR over ${argv.arTokens} tokens), PyTorch ${typeof twinInfo === 'object' ? String(twinInfo.torch) : ''} eager fp32 on the same GPU in the same run. Zoo models: ${argv.prompts} validation prompts × ${argv.tokens} tokens × ${argv.specRuns} runs, medians.\n\n${lat}\n\n${sp}`,
+    );
+  }
+}
+
+main().catch((e) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exit(1);
+});
