@@ -274,7 +274,7 @@ describe('feature drafter decoding is lossless', { timeout: 60_000 }, () => {
     m.dispose();
   });
 
-  it('dynamic trees (EAGLE-2): equal greedy; at most `nodes` drafts, none deeper than `depth`; children are top ranks of the from-scratch distribution; a node never outlives its parent', async () => {
+  it('dynamic trees (EAGLE-2): equal greedy; at most `nodes` drafts, none deeper than `depth`; children are top ranks of the from-scratch distribution (draws from it when sampling); a node never outlives its parent', async () => {
     await initBackend('wasm');
     const m = make({}, { seed: 14 });
     const prompt = [9, 8, 7, 6, 5];
@@ -290,16 +290,19 @@ describe('feature drafter decoding is lossless', { timeout: 60_000 }, () => {
     }
     expect(checked).toBeGreaterThan(50);
     expect(rec.records.some((r) => r.tree.tokens.length === 1 + dynamic.nodes)).toBe(true);
-    await expect(decode(m, m.drafter({ dynamic }), prompt, { maxNewTokens: 5, acceptance: speculativeAcceptance({ temperature: 1, topK: 0, topP: 1 }) })).rejects.toThrow(/speculative sampling needs a fixed tree/);
+    const T1 = { temperature: 1, topK: 0, topP: 1 };
+    const sampled = await decodeRecorded(m, prompt, 30, { dynamic, acceptance: speculativeAcceptance(T1), sampling: T1 }); // children drawn from q
+    expect(sampled.checked).toBeGreaterThan(10);
+    expect(sampled.rec.records.some((r) => r.tree.draws?.[0]?.kind === 'without-replacement')).toBe(true);
     expect(() => m.drafter({ dynamic, tree: denseTree(2) })).toThrow(/not both/);
     expect(() => m.drafter({ dynamic: { ...dynamic, nodes: 0 } })).toThrow(/dynamic.nodes must be an integer ≥ 1/);
     const medusa = createModel({ ...nano, mtp: { ...MTP_DEFAULTS.medusa, heads: 3 } });
-    expect(() => medusa.drafter({ dynamic })).toThrow(/dynamic trees need a drafter that reads the path/);
+    expect(() => medusa.drafter({ dynamic })).toThrow(/the dynamic tree is 4 deep, but this model drafts at most 3 tokens ahead/);
     medusa.dispose();
     m.dispose();
   });
 
-  it('the CLI names the feature decoder and its dynamic tree; other variants refuse both with a message', async () => {
+  it('the CLI names the feature decoder and its dynamic tree; other variants refuse the feature decoder with a message and take dynamic trees', async () => {
     await initBackend('cpu');
     const m = make({}, { seed: 15 });
     const d = drafterFor(m, { decoder: 'feature', tree: 'dynamic', nodes: 5, k: 4 })!;
@@ -309,7 +312,9 @@ describe('feature drafter decoding is lossless', { timeout: 60_000 }, () => {
     expect(() => drafterFor(m, { decoder: 'feature', tree: 'dynamic', nodes: 0 })).toThrow(/--nodes must be an integer ≥ 1/);
     const medusa = createModel({ ...nano, mtp: { ...MTP_DEFAULTS.medusa, heads: 3 } });
     expect(() => drafterFor(medusa, { decoder: 'feature', tree: 'chain' })).toThrow(/its decoder is --decoder=medusa/);
-    expect(() => drafterFor(medusa, { decoder: 'medusa', tree: 'dynamic', nodes: 5 })).toThrow(/dynamic trees need a drafter that reads the path/);
+    const md = drafterFor(medusa, { decoder: 'medusa', tree: 'dynamic', nodes: 5 })!;
+    expect(md.name).toBe('medusa dynamic tree (depth 3, expand 4, branch 4, 5 nodes)');
+    md.dispose();
     medusa.dispose();
     m.dispose();
   });

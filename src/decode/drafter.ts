@@ -90,8 +90,9 @@ export interface Drafter {
 /**
  * A dynamic draft tree (EAGLE-2, Li et al. 2024, §4): grown by the drafter's own confidence instead of a fixed shape.
  * Each depth expands the `expand` nodes of highest cumulative draft probability (the product of the probabilities
- * along their path), each into its `branch` most likely children; after `depth` levels the `nodes` candidates of
- * highest cumulative probability (a node's ancestors always rank above it) are verified.
+ * along their path), each into its `branch` most likely children (or draws from q under speculative sampling); after
+ * `depth` levels the `nodes` candidates of highest cumulative probability (a node's ancestors always rank above it)
+ * are verified. One builder serves every drafter: decode/dynamic_tree.ts.
  */
 export interface DynamicTreeOptions {
   /** Levels grown (the deepest draft). */
@@ -110,6 +111,6 @@ export interface DrafterOptions {
   k?: number;
   /** Tree shape as paths of top-k ranks (decode/tree.ts); default: a chain k − 1 deep. */
   tree?: readonly (readonly number[])[];
-  /** A dynamic tree instead of a fixed shape (drafters that read the path: the feature drafter). */
+  /** A dynamic tree instead of a fixed shape (every variant's drafter: heads, modules, the feature drafter); not with `tree`. */
   dynamic?: DynamicTreeOptions;
 }

@@ -5,15 +5,18 @@
  * before them, so every node at depth d takes its children from the same distribution: the tree shape
  * picks ranks (decode/tree_shape.ts), a chain takes rank 0 at every depth — blockwise parallel
  * decoding (Stern et al. 2018) — and a wider shape is Medusa's tree (Cai et al. 2024, §2.1.2).
+ * A dynamic tree (EAGLE-2, decode/dynamic_tree.ts) hands head d's distribution to every node of depth d − 1, so a
+ * node's score is the sum of the heads' log-probabilities along its path (Medusa's independence assumption).
  *
  * The variant supplies `HeadsSource.logits`: run after every verification forward, it turns the
  * target's features at the committed rows into the heads' logits at the last one (and keeps whatever
  * caches its heads need). One host read per step brings them back.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { CommitInfo, DraftContext, Drafter } from './drafter';
+import type { CommitInfo, DraftContext, Drafter, DynamicTreeOptions } from './drafter';
 import type { ChildDraw, DraftTree } from './draft_tree';
 import { rootOnly } from './draft_tree';
+import { checkDynamicOptions, DynamicTree } from './dynamic_tree';
 import { TreeChoices } from './tree';
 import { Children, pickChildren, TreeShape } from './tree_shape';
 
@@ -35,13 +38,28 @@ export class HeadsDrafter implements Drafter {
   private readonly depthWidest: number[];
   /** [depth][V] the heads' logits at the last committed position (null before the prefill). */
   private rows: Float32Array[] | null = null;
+  /** Set for a dynamic tree (then `shape` is the root alone). */
+  private readonly dynamic: DynamicTreeOptions | null;
 
+  /** `tree`: a fixed shape as paths of ranks (decode/tree.ts), or a dynamic tree (decode/dynamic_tree.ts). */
   constructor(
     readonly name: string,
     private readonly source: HeadsSource,
-    choices: TreeChoices,
+    tree: TreeChoices | { dynamic: DynamicTreeOptions },
     private readonly V: number,
   ) {
+    if ('dynamic' in tree) {
+      checkDynamicOptions(name, tree.dynamic);
+      if (tree.dynamic.depth > source.heads) throw new Error(`${name}: the dynamic tree is ${tree.dynamic.depth} deep but there are ${source.heads} drafting heads`);
+      this.dynamic = { ...tree.dynamic };
+      this.shape = new TreeShape([]);
+      this.maxDepth = tree.dynamic.depth;
+      this.depthRanks = [];
+      this.depthWidest = [];
+      return;
+    }
+    this.dynamic = null;
+    const choices = tree;
     this.shape = new TreeShape(choices);
     if (this.shape.depth > source.heads) throw new Error(`${name}: the tree is ${this.shape.depth} deep but there are ${source.heads} drafting heads`);
     if (this.shape.topk > V) throw new Error(`${name}: the tree uses rank ${this.shape.topk - 1}, beyond the vocabulary (${V} tokens)`);
@@ -58,6 +76,7 @@ export class HeadsDrafter implements Drafter {
   propose(ctx: DraftContext): DraftTree {
     const root = ctx.seq[ctx.seq.length - 1];
     if (!this.rows) return rootOnly(root);
+    if (this.dynamic) return this.proposeDynamic(root, ctx);
     const s = this.shape;
     // depth d's candidates: node u's children are u's ranks (or that many draws) from head d's distribution
     const tokens = [root];
@@ -84,6 +103,15 @@ export class HeadsDrafter implements Drafter {
       });
     }
     return { tokens, parents, draws };
+  }
+
+  /** The dynamic tree: every node of depth d takes its children from head d + 1's row (one array, so shared draws). */
+  private proposeDynamic(root: number, ctx: DraftContext): DraftTree {
+    const depth = Math.min(this.maxDepth, ctx.maxDepth);
+    if (depth === 0) return rootOnly(root);
+    const tree = new DynamicTree(root, { ...this.dynamic!, depth }, ctx);
+    while (tree.frontier.length > 0) tree.grow(tree.frontier.map(() => this.rows![tree.depth]));
+    return tree.tree();
   }
 
   async commit(info: CommitInfo): Promise<void> {

@@ -102,9 +102,9 @@ export function pickChildren(logits: ArrayLike<number>, ranks: readonly number[]
 /**
  * The tree shape a variant's drafter uses: `tree` when given (cut to depth k − 1 when k is given too),
  * else a chain k − 1 deep; `maxK` = 1 + the depth the variant can draft. Clear errors for bad values.
+ * (Dynamic trees: decode/dynamic_tree.ts, resolveDynamicTree.)
  */
-export function drafterShape(name: string, maxK: number, opts: { k?: number; tree?: TreeChoices; dynamic?: unknown } = {}): number[][] {
-  if (opts.dynamic) throw new Error(`${name}: dynamic trees need a drafter that reads the path (the feature drafter, --mtp.kind=feature); use a fixed tree here`);
+export function drafterShape(name: string, maxK: number, opts: { k?: number; tree?: TreeChoices } = {}): number[][] {
   const k = opts.k ?? maxK;
   if (!Number.isInteger(k) || k < 1 || k > maxK) throw new Error(`${name}: k (tokens per step) must be an integer in [1, ${maxK}], got ${k}`);
   if (!opts.tree) return k > 1 ? chainTree(k - 1) : [];

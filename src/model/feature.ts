@@ -28,6 +28,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { BackwardMode, FeatureMtp, ModelConfig } from '../config';
 import type { Drafter, DrafterOptions, VerifyOptions } from '../decode/drafter';
 import { drafterShape } from '../decode/tree_shape';
+import { resolveDynamicTree } from '../decode/dynamic_tree';
 import { nativeKernels } from '../backend/wasm_native';
 import { BlockSlot, decodeBlockSupports, fusedDraftRows } from '../backend/wasm_decode_block';
 import { Rng } from '../util/rng';
@@ -286,10 +287,7 @@ export class FeatureModel implements MtpModel {
 
   /** Autoregressive drafting with the drafter: a chain (default draftDepth deep), a fixed tree, or a dynamic tree (EAGLE-2). */
   drafter(opts: DrafterOptions = {}): Drafter {
-    if (opts.dynamic) {
-      if (opts.tree) throw new Error('feature drafter: give a fixed tree or a dynamic one, not both');
-      return new FeatureDrafter(this, { dynamic: { ...opts.dynamic, depth: opts.k !== undefined ? Math.min(opts.dynamic.depth, opts.k - 1) : opts.dynamic.depth } });
-    }
+    if (opts.dynamic) return new FeatureDrafter(this, { dynamic: resolveDynamicTree('feature drafter', opts, Infinity) });
     return new FeatureDrafter(this, { choices: drafterShape('feature drafter', Math.max(this.draftK, opts.k ?? 0, 1 + treeDepth(opts)), { k: opts.k ?? (opts.tree ? undefined : this.draftK), tree: opts.tree }) });
   }
 

@@ -13,16 +13,17 @@
  * The tree rows read drafts, so they leave the cache when the proposal is done. This is the same set of rows the
  * training-time test trains on (FeatureModel.loss, ttTestMask).
  *
- * The tree is a fixed shape of ranks (decode/tree.ts) or dynamic (EAGLE-2 §4, DynamicTreeOptions): each depth expands
- * the `expand` newest nodes of highest cumulative draft probability into their `branch` likeliest children, and the
- * `nodes` candidates of highest cumulative probability are verified.
+ * The tree is a fixed shape of ranks (decode/tree.ts) or dynamic (EAGLE-2 §4, decode/dynamic_tree.ts): each depth
+ * expands the `expand` newest nodes of highest cumulative draft probability into their `branch` likeliest children
+ * (or draws), and the `nodes` candidates of highest cumulative probability are verified.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { CommitInfo, DraftContext, Drafter, DynamicTreeOptions } from '../decode/drafter';
 import type { ChildDraw, DraftTree } from '../decode/draft_tree';
-import { DETERMINISTIC, rootOnly } from '../decode/draft_tree';
+import { rootOnly } from '../decode/draft_tree';
+import { checkDynamicOptions, DynamicTree, dynamicTreeName } from '../decode/dynamic_tree';
 import type { TreeChoices } from '../decode/tree';
-import { pickChildren, topIndices, TreeShape } from '../decode/tree_shape';
+import { pickChildren, TreeShape } from '../decode/tree_shape';
 import type { DraftTables, FeatureModel } from './feature';
 import { KVCache } from './kv_cache';
 import { MASKED } from './transformer';
@@ -49,13 +50,11 @@ export class FeatureDrafter implements Drafter {
   ) {
     if ('dynamic' in tree) {
       const d = tree.dynamic;
-      for (const f of ['depth', 'expand', 'branch', 'nodes'] as const) {
-        if (!Number.isInteger(d[f]) || d[f] < 1) throw new Error(`feature drafter: dynamic.${f} must be an integer ≥ 1, got ${d[f]}`);
-      }
+      checkDynamicOptions('feature drafter', d);
       this.dynamic = { ...d };
       this.shape = new TreeShape([]);
       this.maxDepth = d.depth;
-      this.name = `feature drafter dynamic tree (depth ${d.depth}, expand ${d.expand}, branch ${d.branch}, ${d.nodes} nodes)`;
+      this.name = dynamicTreeName('feature drafter', d);
     } else {
       this.dynamic = null;
       this.shape = new TreeShape(tree.choices);
@@ -121,45 +120,25 @@ export class FeatureDrafter implements Drafter {
     return tree;
   }
 
-  /** The dynamic tree (EAGLE-2): grown by cumulative draft probability, then cut to the `nodes` likeliest. */
+  /** The dynamic tree (EAGLE-2, decode/dynamic_tree.ts): one drafter forward per depth over the frontier's rows. */
   private async proposeDynamic(ctx: DraftContext, a: number, depth: number): Promise<DraftTree> {
-    if (ctx.sample) throw new Error('feature drafter: a dynamic tree drafts the likeliest tokens; speculative sampling needs a fixed tree (a chain or --tree)');
-    const { expand, branch, nodes } = this.dynamic!;
     const V = this.model.config.vocabSize;
-    const tokens = [ctx.seq[ctx.seq.length - 1]];
-    const parents = [-1];
-    const score = [0]; // cumulative log-probability of each node's path under the drafter
+    const tree = new DynamicTree(ctx.seq[ctx.seq.length - 1], { ...this.dynamic!, depth }, ctx);
     const states = new Map<number, tf.Tensor2D>();
     const logitsAt = new Map<number, Float32Array>();
     const rowAt = new Map<number, number>();
     try {
-      await this.catchUp(ctx.seq, a, states, logitsAt);
-      let level = [0];
-      for (let d = 1; d <= depth && level.length > 0; d++) {
-        const born: number[] = [];
-        for (const u of level) {
-          const logits = logitsAt.get(u)!;
-          const logZ = logSumExp(logits);
-          for (const t of topIndices(logits, Math.min(branch, V))) {
-            born.push(tokens.length);
-            tokens.push(t);
-            parents.push(u);
-            score.push(score[u] + logits[t] - logZ);
-          }
-        }
-        level = d < depth ? born.sort((x, y) => score[y] - score[x] || x - y).slice(0, expand).sort((x, y) => x - y) : [];
-        if (level.length > 0) await this.treeRows(level, { tokens, parents }, states, logitsAt, rowAt, V);
+      await this.catchUp(ctx.seq, a, states, logitsAt); // the root's prediction
+      while (tree.frontier.length > 0) {
+        const level = tree.frontier;
+        if (tree.depth > 0) await this.treeRows(level, tree, states, logitsAt, rowAt, V);
+        tree.grow(level.map((u) => logitsAt.get(u)!));
       }
     } finally {
       tf.dispose([...states.values()]);
-      this.cache.truncate(this.end - this.windowStart);
+      this.cache.truncate(this.end - this.windowStart); // tree rows read drafts: they do not stay
     }
-    // the likeliest `nodes` drafts; a parent scores at least as high as its child and comes first on ties, so it stays
-    const keep = Array.from({ length: tokens.length - 1 }, (_, i) => i + 1).sort((x, y) => score[y] - score[x] || x - y).slice(0, nodes).sort((x, y) => x - y);
-    const index = new Map<number, number>([[0, 0]]);
-    keep.forEach((u, i) => index.set(u, i + 1));
-    const kept = [0, ...keep];
-    return { tokens: kept.map((u) => tokens[u]), parents: kept.map((u) => (u === 0 ? -1 : index.get(parents[u])!)), draws: kept.map(() => DETERMINISTIC) };
+    return tree.tree();
   }
 
   dispose(): void {
@@ -225,13 +204,4 @@ export class FeatureDrafter implements Drafter {
     this.hold?.dispose();
     this.hold = null;
   }
-}
-
-/** log Σ exp(x), stably. */
-function logSumExp(x: Float32Array): number {
-  let m = -Infinity;
-  for (const v of x) m = Math.max(m, v);
-  let s = 0;
-  for (const v of x) s += Math.exp(v - m);
-  return m + Math.log(s);
 }

@@ -23,6 +23,7 @@ import type { BackwardMode, MedusaMtp, ModelConfig } from '../config';
 import type { CommitInfo, Drafter, DrafterOptions, VerifyOptions } from '../decode/drafter';
 import { HeadsDrafter, HeadsSource } from '../decode/heads_drafter';
 import { drafterShape } from '../decode/tree_shape';
+import { dynamicTreeName, resolveDynamicTree } from '../decode/dynamic_tree';
 import { Rng } from '../util/rng';
 import { CacheSet } from './cache_set';
 import type { KVCache } from './kv_cache';
@@ -209,8 +210,13 @@ export class MedusaModel implements MtpModel {
   /**
    * Medusa tree (or chain) drafting (§2.1.2): Medusa head d drafts depth d from the hidden state of
    * the last accepted node only — the heads hold no attention, so they never run on rejected drafts.
+   * `dynamic`: an EAGLE-2 tree ranked by the product of the heads' probabilities along each path.
    */
   drafter(opts: DrafterOptions = {}): Drafter {
+    if (opts.dynamic) {
+      const dynamic = resolveDynamicTree('medusa', opts, this.heads);
+      return new HeadsDrafter(dynamicTreeName('medusa', dynamic), new MedusaHeads(this, dynamic.depth), { dynamic }, this.config.vocabSize);
+    }
     const choices = drafterShape('medusa', this.k, opts);
     const depth = choices.reduce((m, p) => Math.max(m, p.length), 0);
     const kind = choices.length === depth ? 'chain' : `${choices.length + 1}-node tree`;

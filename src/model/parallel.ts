@@ -23,6 +23,7 @@ import { parallelSharedLayers } from '../config';
 import type { CommitInfo, Drafter, DrafterOptions, VerifyOptions } from '../decode/drafter';
 import { HeadsDrafter, HeadsSource } from '../decode/heads_drafter';
 import { drafterShape } from '../decode/tree_shape';
+import { dynamicTreeName, resolveDynamicTree } from '../decode/dynamic_tree';
 import { Rng } from '../util/rng';
 import { CacheSet } from './cache_set';
 import type { BackwardMode } from '../config';
@@ -202,8 +203,13 @@ export class ParallelModel implements MtpModel {
    * Blockwise / tree drafting with heads 2..k (Gloeckle et al. 2024 §3.2; Stern et al. 2018): head
    * d + 1 drafts depth d. Heads 2..k run once per step over the newly committed positions only — their
    * caches need exactly those — and are unembedded at the last one, so rejected drafts cost them nothing.
+   * `dynamic`: an EAGLE-2 tree ranked by the product of the heads' probabilities along each path.
    */
   drafter(opts: DrafterOptions = {}): Drafter {
+    if (opts.dynamic) {
+      const dynamic = resolveDynamicTree('parallel heads', opts, this.k - 1);
+      return new HeadsDrafter(dynamicTreeName('parallel heads', dynamic), new ParallelHeads(this, dynamic.depth), { dynamic }, this.config.vocabSize);
+    }
     const choices = drafterShape('parallel heads', this.k, opts);
     const depth = choices.reduce((m, p) => Math.max(m, p.length), 0);
     const kind = choices.length === depth ? 'chain' : `${choices.length + 1}-node tree`;

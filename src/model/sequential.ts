@@ -24,6 +24,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { BackwardMode, ModelConfig, SequentialMtp } from '../config';
 import type { Drafter, DrafterOptions, VerifyOptions } from '../decode/drafter';
 import { drafterShape } from '../decode/tree_shape';
+import { resolveDynamicTree } from '../decode/dynamic_tree';
 import { Rng } from '../util/rng';
 import { SequentialDrafter } from './sequential_drafter';
 import { CacheSet } from './cache_set';
@@ -203,8 +204,12 @@ export class SequentialModel implements MtpModel {
     return tf.reshape(h, [R, C]);
   }
 
-  /** Self-speculative drafting with the modules (DeepSeek-V3 §2.2 used at inference), chain or tree. */
+  /**
+   * Self-speculative drafting with the modules (DeepSeek-V3 §2.2 used at inference), chain or tree; `dynamic`: an
+   * EAGLE-2 tree ranked by the modules' cumulative log-probability along each path.
+   */
   drafter(opts: DrafterOptions = {}): Drafter {
+    if (opts.dynamic) return new SequentialDrafter(this, { dynamic: resolveDynamicTree('sequential modules', opts, this.depth) });
     return new SequentialDrafter(this, drafterShape('sequential modules', this.k, opts));
   }
 

@@ -11,14 +11,21 @@
  *   module m−1's state at u's parent; a tree row attends to the cache, the catch-up rows and the rows
  *   of u's ancestors (tree attention inside the module). Its output at the depth m−1 nodes (position
  *   L−2) gives their children at depth m.
- * Tree rows are dropped from the module's cache right after (their tokens are drafts). A chain is the
- * one-path case; a wider shape gives the EAGLE-style trees serving engines run these modules with.
- * Rows before the context window's start are left out, as they are for the trunk.
+ * Tree rows are dropped from the module's cache right after (their tokens are drafts), and only the nodes
+ * whose children come next and their ancestors get one. A chain is the one-path case; a wider shape gives
+ * the EAGLE-style trees serving engines run these modules with. Rows before the context window's start
+ * are left out, as they are for the trunk.
+ *
+ * The modules read the path, so in a dynamic tree (EAGLE-2, decode/dynamic_tree.ts) a node's children and
+ * score come from module d's distribution after that node's own path: the score of a path is the sum of
+ * the log-probabilities the modules give its tokens one after another, the same cumulative confidence
+ * EAGLE-2 ranks its feature drafter's nodes by.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { CommitInfo, DraftContext, Drafter } from '../decode/drafter';
+import type { CommitInfo, DraftContext, Drafter, DynamicTreeOptions } from '../decode/drafter';
 import type { ChildDraw, DraftTree } from '../decode/draft_tree';
 import { rootOnly } from '../decode/draft_tree';
+import { checkDynamicOptions, DynamicTree, dynamicTreeName } from '../decode/dynamic_tree';
 import type { TreeChoices } from '../decode/tree';
 import { pickChildren, TreeShape } from '../decode/tree_shape';
 import { KVCache } from './kv_cache';
@@ -39,14 +46,28 @@ export class SequentialDrafter implements Drafter {
   /** Per module, its decoding tables (SequentialModel.moduleTables). */
   private readonly tables: { projH: tf.Tensor2D; tokenTable: tf.Tensor2D }[];
 
+  /** Set for a dynamic tree (then `shape` is the root alone). */
+  private readonly dynamic: DynamicTreeOptions | null;
+
+  /** `tree`: a fixed shape as paths of ranks (decode/tree.ts), or a dynamic tree as deep as the modules at most. */
   constructor(
     private readonly model: SequentialModel,
-    choices: TreeChoices,
+    tree: TreeChoices | { dynamic: DynamicTreeOptions },
   ) {
-    this.shape = new TreeShape(choices);
-    this.maxDepth = this.shape.depth;
-    const kind = choices.length === this.maxDepth ? 'chain' : `${choices.length + 1}-node tree`;
-    this.name = `sequential modules ${kind} k=${this.maxDepth + 1}`;
+    if ('dynamic' in tree) {
+      checkDynamicOptions('sequential modules', tree.dynamic);
+      if (tree.dynamic.depth > model.depth) throw new Error(`sequential modules: the dynamic tree is ${tree.dynamic.depth} deep, but there are ${model.depth} modules`);
+      this.dynamic = { ...tree.dynamic };
+      this.shape = new TreeShape([]);
+      this.maxDepth = tree.dynamic.depth;
+      this.name = dynamicTreeName('sequential modules', tree.dynamic);
+    } else {
+      this.dynamic = null;
+      this.shape = new TreeShape(tree);
+      this.maxDepth = this.shape.depth;
+      const kind = tree.length === this.maxDepth ? 'chain' : `${tree.length + 1}-node tree`;
+      this.name = `sequential modules ${kind} k=${this.maxDepth + 1}`;
+    }
     this.caches = Array.from({ length: this.maxDepth }, () => new KVCache(1));
     this.ends = new Array<number>(this.maxDepth + 1).fill(0);
     this.hold = new Array(this.maxDepth).fill(null);
@@ -69,33 +90,28 @@ export class SequentialDrafter implements Drafter {
     const W = this.windowStart;
     const root = ctx.seq[L - 1];
     if (!this.hold[0] || L - 2 < W) return rootOnly(root);
-    const s = this.shape;
     const depth = Math.min(this.maxDepth, ctx.maxDepth);
-    const tree = { tokens: [root], parents: [-1], draws: [] as (ChildDraw | undefined)[] };
-    const shapeOf = [0]; // tree node → shape node
-    const nodeDepth = [0];
-    let prevOut: tf.Tensor2D | null = null; // module m−1's rows (catch-up, then tree rows)
-    let prevRowOf = new Map<number, number>(); // tree node → its row in prevOut
+    if (depth === 0) return rootOnly(root);
+    const run: ModuleRun = { out: null, rowOf: new Map() };
     try {
+      if (this.dynamic) {
+        const tree = new DynamicTree(root, { ...this.dynamic, depth }, ctx);
+        for (let m = 1; tree.frontier.length > 0; m++) tree.grow(await this.moduleLogits(m, ctx.seq, tree, tree.frontier, run));
+        return tree.tree();
+      }
+      const s = this.shape;
+      const tree = { tokens: [root], parents: [-1], draws: [] as (ChildDraw | undefined)[] };
+      const shapeOf = [0]; // tree node → shape node
+      const nodeDepth = [0];
       for (let m = 1; m <= depth; m++) {
-        const { out, rowOf, nc } = this.runModule(m, ctx.seq, tree, nodeDepth, prevOut, prevRowOf);
-        prevOut?.dispose();
-        prevOut = out;
-        prevRowOf = rowOf;
-        if (nc > 0 && m < this.maxDepth) this.append(m, tf.slice(out, [0, 0], [nc, -1]));
-        // children of the depth m − 1 nodes, from module m's logits there
-        const parents = nodeDepth.map((d, u) => (d === m - 1 && s.children[shapeOf[u]].length > 0 && rowOf.has(u) ? u : -1)).filter((u) => u >= 0);
-        if (parents.length === 0) break;
-        const logits = tf.tidy(() => {
-          const h = tf.gather(out, tf.tensor1d(parents.map((u) => rowOf.get(u)!), 'int32')); // [P, C]
-          return this.model.trunk.unembed(tf.expandDims(h, 0) as tf.Tensor3D); // [1, P, V]
-        });
-        const data = (await logits.data()) as Float32Array;
-        logits.dispose();
-        const V = this.model.config.vocabSize;
-        parents.forEach((u, i) => {
+        // children of the depth m − 1 nodes that have some in the shape, from module m's logits there
+        const expanding = nodeDepth.map((d, u) => (d === m - 1 && s.children[shapeOf[u]].length > 0 ? u : -1)).filter((u) => u >= 0);
+        if (expanding.length === 0) break;
+        const logits = await this.moduleLogits(m, ctx.seq, tree, expanding, run);
+        expanding.forEach((u, i) => {
+          if (!logits[i]) return;
           const su = shapeOf[u];
-          const picked = pickChildren(data.subarray(i * V, (i + 1) * V), s.childRanks[su], ctx.sample, ctx.sampling, ctx.rng);
+          const picked = pickChildren(logits[i]!, s.childRanks[su], ctx.sample, ctx.sampling, ctx.rng);
           tree.draws[u] = picked.draw;
           picked.tokens.forEach((t, j) => {
             tree.tokens.push(t);
@@ -105,10 +121,41 @@ export class SequentialDrafter implements Drafter {
           });
         });
       }
+      return tree;
     } finally {
-      prevOut?.dispose();
+      run.out?.dispose();
     }
-    return tree;
+  }
+
+  /**
+   * Module m's logits [V] at each of `expanding` (nodes of depth m − 1 of `tree`): module m runs over its catch-up
+   * rows (kept in its cache, and handed on to module m + 1) and the tree rows of those nodes and their ancestors,
+   * reading module m − 1's rows in `run`, which then holds module m's. null where a node has no row.
+   */
+  private async moduleLogits(m: number, seq: readonly number[], tree: Pick<DraftTree, 'tokens' | 'parents'>, expanding: readonly number[], run: ModuleRun): Promise<(Float32Array | null)[]> {
+    const L = seq.length;
+    const onPaths = new Set<number>(); // the expanding nodes and their ancestors, root excluded
+    for (const u of expanding) for (let v = u; v > 0 && !onPaths.has(v); v = tree.parents[v]) onPaths.add(v);
+    const depthOf = (u: number): number => (u === 0 ? 0 : 1 + depthOf(tree.parents[u]));
+    const treeNodes = [...onPaths].filter((u) => L - 1 - m + depthOf(u) >= this.windowStart).sort((a, b) => a - b);
+    const { out, rowOf, nc } = this.runModule(m, seq, tree, treeNodes, run);
+    run.out?.dispose();
+    run.out = out;
+    run.rowOf = rowOf;
+    if (nc > 0 && m < this.maxDepth) this.append(m, tf.slice(out, [0, 0], [nc, -1]));
+    const rows = expanding.filter((u) => rowOf.has(u));
+    if (rows.length === 0) return expanding.map(() => null);
+    const logits = tf.tidy(() => {
+      const h = tf.gather(out, tf.tensor1d(rows.map((u) => rowOf.get(u)!), 'int32')); // [P, C]
+      return this.model.trunk.unembed(tf.expandDims(h, 0) as tf.Tensor3D); // [1, P, V]
+    });
+    const data = (await logits.data()) as Float32Array;
+    logits.dispose();
+    const V = this.model.config.vocabSize;
+    return expanding.map((u) => {
+      const i = rows.indexOf(u);
+      return i < 0 ? null : data.subarray(i * V, (i + 1) * V);
+    });
   }
 
   dispose(): void {
@@ -117,19 +164,18 @@ export class SequentialDrafter implements Drafter {
   }
 
   /**
-   * Module m over its catch-up rows and the tree rows of the nodes of depth 1..m−1 (see the file
-   * comment). Returns its output rows, the row of each node (the root's is the last catch-up row), and
-   * the number of catch-up rows nc, which stay in its cache.
+   * Module m over its catch-up rows and the tree rows of `treeNodes` (nodes of depth 1..m−1, ancestors
+   * first; see the file comment), reading module m − 1's rows in `prev`. Returns its output rows, the row
+   * of each node (the root's is the last catch-up row), and the number of catch-up rows nc, which stay in
+   * its cache.
    */
   private runModule(
-    m: number, seq: readonly number[], tree: DraftTree, nodeDepth: number[], prevOut: tf.Tensor2D | null, prevRowOf: Map<number, number>,
+    m: number, seq: readonly number[], tree: Pick<DraftTree, 'tokens' | 'parents'>, treeNodes: readonly number[], prev: ModuleRun,
   ): { out: tf.Tensor2D; rowOf: Map<number, number>; nc: number } {
     const L = seq.length;
-    const W = this.windowStart;
     const cache = this.caches[m - 1];
     const S0 = cache.length;
     const nc = Math.max(0, L - m - this.ends[m]); // positions [ends[m], L − 1 − m]
-    const treeNodes = nodeDepth.map((d, u) => (d >= 1 && d <= m - 1 && L - 1 - m + d >= W ? u : -1)).filter((u) => u >= 0);
     const R = nc + treeNodes.length;
     const rowOf = new Map<number, number>();
     if (nc > 0) rowOf.set(0, nc - 1);
@@ -151,7 +197,7 @@ export class SequentialDrafter implements Drafter {
     const out = tf.tidy(() => {
       const parts: tf.Tensor2D[] = [];
       if (nc > 0) parts.push(tf.slice(this.hold[m - 1]!, [0, 0], [nc, -1]));
-      if (treeNodes.length > 0) parts.push(tf.gather(prevOut!, tf.tensor1d(treeNodes.map((u) => prevRowOf.get(tree.parents[u])!), 'int32')));
+      if (treeNodes.length > 0) parts.push(tf.gather(prev.out!, tf.tensor1d(treeNodes.map((u) => prev.rowOf.get(tree.parents[u])!), 'int32')));
       const hidden = tf.concat(parts, 0) as tf.Tensor2D; // h^{m−1} [R, C]
       return this.model.moduleRows(m, hidden, tf.tensor1d(tokens, 'int32'), tf.tensor2d(mask, [R, S0 + R]), cache, this.tables[m - 1]); // hᵐ [R, C]
     });
@@ -179,4 +225,10 @@ export class SequentialDrafter implements Drafter {
     tf.dispose(this.hold.filter((h): h is tf.Tensor2D => h !== null));
     this.hold.fill(null);
   }
+}
+
+/** Module m − 1's output rows during a proposal, and the row of each tree node in them (the root: its root row). */
+interface ModuleRun {
+  out: tf.Tensor2D | null;
+  rowOf: Map<number, number>;
 }
