@@ -5,6 +5,7 @@
  *   npm run mtp -- generate --ckpt=runs/parallel/model.ckpt --decoder=blockwise --k=4 --compare
  *   npm run mtp -- generate --ckpt=runs/medusa/model.ckpt --decoder=medusa --tree=sparse63 --compare
  *   npm run mtp -- generate --ckpt=runs/medusa/model.ckpt --decoder=medusa --tree=optimised --nodes=25 --compare
+ *   npm run mtp -- generate --ckpt=zoo:code-medusa1-k5 --decoder=medusa --tree=dynamic --nodes=12 --compare
  *   npm run mtp -- generate --ckpt=runs/tiny/model.ckpt --decoder=lookup --compare
  */
 import type { Argv } from 'yargs';
@@ -29,7 +30,7 @@ export function decoderOptions(y: Argv): Argv {
   return y
     .option('decoder', { type: 'string', choices: DECODER_NAMES as unknown as string[], default: 'ar', describe: 'ar = plain decoding; blockwise / sequential / medusa / feature = the checkpoint’s own heads, modules or drafter drafting; lookup = prompt lookup (any checkpoint)' })
     .option('acceptance', { type: 'string', choices: ACCEPTANCE_NAMES as unknown as string[], default: 'greedy', describe: 'greedy (lossless), typical (Medusa), sampling (speculative sampling, lossless at T > 0), unverified (lossy)' })
-    .option('tree', { type: 'string', choices: TREE_NAMES as unknown as string[], default: 'chain', describe: 'draft shape: chain, dense (top-3 then top-2 per depth), sparse63 (63 nodes, Medusa’s shape), optimised (built from the drafter’s rank accuracies measured on the model’s own greedy text), dynamic (EAGLE-2: grown by the drafter’s confidence; the feature drafter)' })
+    .option('tree', { type: 'string', choices: TREE_NAMES as unknown as string[], default: 'chain', describe: 'draft shape: chain, dense (top-3 then top-2 per depth), sparse63 (63 nodes, Medusa’s shape), optimised (built from the drafter’s rank accuracies measured on the model’s own greedy text), dynamic (EAGLE-2: grown by the drafter’s confidence, --nodes kept; every drafting decoder)' })
     .option('nodes', { type: 'number', default: 25, describe: '--tree=optimised or dynamic: draft nodes (the root not counted)' })
     .option('k', { type: 'number', describe: 'tokens per step = 1 + draft depth [default: all the drafter offers; lookup 5]' })
     .option('ngram', { type: 'number', default: 3, describe: 'lookup: longest suffix matched' })
