@@ -5,15 +5,18 @@
  * split. Reports τ, αᵢ, tokens/s and the speedup.
  *
  * Each model's own drafter runs with every tree shape asked for (chain = blockwise drafting; dense and
- * sparse63 = trees, decode/tree.ts), and prompt lookup (no weights) beside it.
+ * sparse63 = trees, decode/tree.ts; optimised = Medusa's tree search; dynamic = EAGLE-2, decode/dynamic_tree.ts),
+ * and prompt lookup (no weights) beside it.
  *
  *   npm run bench:decode -- --ckpt=runs/tiny-par4/model.ckpt [--k=1,2,3,4] [--trees=chain,dense] [--prompts=8] [--tokens=128] [--runs=5]
  *   npm run bench:decode -- --ckpt=zoo:code-medusa1-k5,zoo:code-feature --k=4,6 --prompts=16 --promptLength=64
+ *   npm run bench:decode -- --ckpt=zoo:code-medusa1-k5 --k=6 --trees=chain,dense,optimised,dynamic --nodes=12,24
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BACKEND_NAMES, BackendName, initBackend } from '../src/backend/index';
 import { loadCorpus, splitTrainVal } from '../src/data/corpus';
+import type { DrafterOptions } from '../src/decode/drafter';
 import { decode } from '../src/decode/engine';
 import { PromptLookupDrafter } from '../src/decode/lookup';
 import { denseTree, sparseTree, TreeChoices } from '../src/decode/tree';
@@ -29,8 +32,10 @@ async function main() {
   const argv = yargs(hideBin(process.argv))
     .option('ckpt', { type: 'string', demandOption: true, describe: 'checkpoint of an MTP model, or zoo:NAME (comma list for several)' })
     .option('k', { type: 'string', describe: 'draft lengths to test (comma list; default: the model’s k)' })
-    .option('trees', { type: 'string', default: 'chain', describe: 'draft shapes for the model’s own drafter (comma list of chain, dense, sparse63, optimised, dynamic: EAGLE-2, expanding 4 nodes × 4 children per depth; feature drafter only)' })
-    .option('nodes', { type: 'number', default: 25, describe: 'nodes of the optimised or dynamic tree (the root not counted)' })
+    .option('trees', { type: 'string', default: 'chain', describe: 'draft shapes for the model’s own drafter (comma list of chain, dense, sparse63, optimised, dynamic: EAGLE-2, grown by the drafter’s confidence, every drafter)' })
+    .option('nodes', { type: 'string', default: '25', describe: 'nodes of the optimised and dynamic trees, the root not counted (comma list: one tree per value)' })
+    .option('expand', { type: 'number', default: 4, describe: 'dynamic trees: nodes expanded per depth' })
+    .option('branch', { type: 'number', default: 4, describe: 'dynamic trees: children per expanded node' })
     .option('lookup', { type: 'boolean', default: true, describe: 'also measure prompt lookup (k = 5) on each model' })
     .option('prompts', { type: 'number', default: 8, describe: 'prompts from the validation split' })
     .option('promptLength', { type: 'number', default: 32, describe: 'tokens per prompt' })
@@ -41,6 +46,8 @@ async function main() {
     .option('readme', { type: 'boolean', default: false, describe: 'write the table into README.md' })
     .strict()
     .parseSync();
+  const nodes = argv.nodes.split(',').map(Number);
+  for (const n of nodes) if (!(Number.isInteger(n) && n >= 1)) throw new Error(`--nodes: each value must be an integer ≥ 1, got ${n}`);
   const backend = await initBackend(argv.backend as BackendName);
   const rows: (SpeedRow & { variant: string })[] = [];
   for (const ckpt of argv.ckpt.split(',')) {
@@ -58,18 +65,19 @@ async function main() {
     console.log(`${ckpt}: ${variant}, ${backend.name}; ${argv.prompts} prompts × ${argv.tokens} tokens × ${argv.runs} runs`);
     const trees = argv.trees.split(',');
     for (const t of trees) if (!['chain', 'dense', 'sparse63', 'optimised', 'dynamic'].includes(t)) throw new Error(`--trees: unknown shape '${t}'; allowed: chain, dense, sparse63, optimised, dynamic`);
-    const optimised = new Map<number, TreeChoices>(); // per k: optimizeTree on rank accuracies measured on the model's greedy text
+    const optimised = new Map<string, TreeChoices>(); // per k and nodes: optimizeTree on rank accuracies measured on the model's greedy text
     for (const k of trees.includes('optimised') ? ks.filter((x) => x > 1) : []) {
-      optimised.set(k, (await optimisedTree(model, prompts.slice(0, 2), argv.nodes, k - 1)).tree);
+      for (const n of nodes) optimised.set(`${k}/${n}`, (await optimisedTree(model, prompts.slice(0, 2), n, k - 1)).tree);
     }
     const shape = (t: string, depth: number) =>
-      t === 'chain' || depth === 0 ? undefined : t === 'dense' ? denseTree(depth) : t === 'sparse63' ? sparseTree(depth) : optimised.get(depth + 1);
+      t === 'chain' || depth === 0 ? undefined : t === 'dense' ? denseTree(depth) : sparseTree(depth);
     const decoders = ks.filter((k) => k > 1).flatMap((k) =>
-      trees.map((t) => ({
-        label: t === 'dynamic' ? `dynamic k=${k} (${argv.nodes} nodes)` : `${t} k=${k}`,
-        decode: (m: MtpModel, p: number[], n: number) =>
-          decode(m, m.drafter(t === 'dynamic' ? { dynamic: { depth: k - 1, expand: 4, branch: 4, nodes: argv.nodes } } : { k, tree: shape(t, k - 1) }), p, { maxNewTokens: n }),
-      })),
+      trees.flatMap((t) => {
+        const draft = (opts: DrafterOptions, label: string) => ({ label, decode: (m: MtpModel, p: number[], n: number) => decode(m, m.drafter(opts), p, { maxNewTokens: n }) });
+        if (t === 'dynamic') return nodes.map((n) => draft({ dynamic: { depth: k - 1, expand: argv.expand, branch: argv.branch, nodes: n } }, `dynamic k=${k} (${n} nodes)`));
+        if (t === 'optimised') return nodes.map((n) => draft({ k, tree: optimised.get(`${k}/${n}`) }, `optimised k=${k} (${n} nodes)`));
+        return [draft({ k, tree: shape(t, k - 1) }, `${t} k=${k}`)];
+      }),
     );
     if (argv.lookup) decoders.push({ label: 'prompt lookup k=5', decode: (m: MtpModel, p: number[], n: number) => decode(m, new PromptLookupDrafter({ k: 5 }), p, { maxNewTokens: n }) });
     const measured = await compareWithAR(model, prompts, decoders, { tokens: argv.tokens, runs: argv.runs });
