@@ -17,7 +17,7 @@ export type LabDecoder = (typeof LAB_DECODERS)[number];
 
 /**
  * Draft shapes: a chain, every top-3/top-2 combination, Medusa's 63-node sparse shape, or a dynamic tree grown by the
- * drafter's confidence (EAGLE-2; drafters that read the path, such as the feature drafter).
+ * drafter's confidence (EAGLE-2; every drafter, decode/dynamic_tree.ts).
  */
 export const LAB_TREES = ['chain', 'dense', 'sparse63', 'dynamic'] as const;
 export type LabTree = (typeof LAB_TREES)[number];
