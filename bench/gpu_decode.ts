@@ -12,6 +12,7 @@
  *
  *   npm run bench:gpu -- [--presets=small,medium,deep] [--models=zoo:code-medusa1-k5,zoo:code-feature] [--torch=false]
  */
+import * as fs from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import * as tf from '@tensorflow/tfjs';
@@ -108,10 +109,31 @@ async function main() {
     .option('tokens', { type: 'number', default: 96, describe: 'tokens generated per prompt (zoo models)' })
     .option('specRuns', { type: 'number', default: 3, describe: 'timed repetitions of the zoo comparison' })
     .option('torch', { type: 'boolean', default: true, describe: 'also time the PyTorch twin on CUDA' })
+    .option('promptsFile', { type: 'string', describe: 'JSON file of the zoo models’ prompts per corpus, read instead of the corpora (for a machine without them); with --writePrompts, written from the corpora' })
+    .option('writePrompts', { type: 'boolean', default: false, describe: 'only write --promptsFile and exit' })
     .option('name', { type: 'string', default: 'gpu_decode_fused', describe: 'results file and README block name' })
     .option('readme', { type: 'boolean', default: true, describe: 'write the tables into README.md' })
     .strict()
     .parseSync();
+  const promptsFor = (corpus: string): number[][] => {
+    if (argv.promptsFile && !argv.writePrompts) {
+      const all = JSON.parse(fs.readFileSync(argv.promptsFile, 'utf8')) as Record<string, number[][]>;
+      if (!all[corpus]) throw new Error(`--promptsFile ${argv.promptsFile} has no prompts for corpus '${corpus}'`);
+      return all[corpus].slice(0, argv.prompts);
+    }
+    const { val } = splitTrainVal(loadCorpus(corpus).bytes);
+    const rng = new Rng(2024);
+    return Array.from({ length: argv.prompts }, () => {
+      const s = rng.int(val.length - 64);
+      return Array.from(val.subarray(s, s + 64));
+    });
+  };
+  if (argv.writePrompts) {
+    if (!argv.promptsFile) throw new Error('--writePrompts needs --promptsFile');
+    fs.writeFileSync(argv.promptsFile, JSON.stringify({ code: promptsFor('code'), prose: promptsFor('prose') }));
+    console.log(`wrote ${argv.promptsFile}`);
+    return;
+  }
   const info = await initBackend('webgpu');
   countDispatches();
   const presets = argv.presets.split(',').filter(Boolean);
@@ -153,15 +175,15 @@ async function main() {
   const spec: (SpeedRow & { model: string })[] = [];
   for (const name of argv.models.split(',').filter(Boolean)) {
     const { model, config } = loadZooModel(name.replace(/^zoo:/, ''));
-    const { val } = splitTrainVal(loadCorpus(config.train.corpus).bytes);
-    const rng = new Rng(2024);
-    const prompts = Array.from({ length: argv.prompts }, () => {
-      const s = rng.int(val.length - 64);
-      return Array.from(val.subarray(s, s + 64));
-    });
+    const prompts = promptsFor(config.train.corpus);
     const k = model.draftK ?? model.k;
     const run = (label: string, opts: Parameters<MtpModel['drafter']>[0]) => ({ label, decode: (m: MtpModel, p: number[], n: number) => decode(m, m.drafter(opts), p, { maxNewTokens: n }) });
-    const decoders = [run(`chain k=${k}`, { k }), run(`dense tree k=${k}`, { k, tree: denseTree(k - 1) }), run(`sparse63 tree`, { tree: sparseTree(Math.min(4, k - 1)) })];
+    const decoders = [
+      run(`chain k=${k}`, { k }),
+      run(`dense tree k=${k}`, { k, tree: denseTree(k - 1) }),
+      run(`sparse63 tree`, { tree: sparseTree(Math.min(4, k - 1)) }),
+      run(`dynamic tree (${k - 1} deep, 24 nodes)`, { dynamic: { depth: k - 1, expand: 4, branch: 4, nodes: 24 } }),
+    ];
     if (config.model.mtp.kind === 'feature') decoders.push(run(`chain k=8`, { k: 8 }), run('dynamic tree (7 deep, 24 nodes)', { dynamic: { depth: 7, expand: 4, branch: 4, nodes: 24 } }));
     const rows = await compareWithAR(model, prompts, decoders, { tokens: argv.tokens, runs: argv.specRuns });
     for (const r of rows) {

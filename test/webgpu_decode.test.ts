@@ -8,7 +8,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { MTP_DEFAULTS, ModelConfig, MtpConfig, resolveConfig } from '../src/config';
 import { initBackend } from '../src/backend/index';
-import { fusedDispatches, WEBGPU_DECODE_FLAG } from '../src/backend/webgpu_decode';
+import { fusedDispatches, gpuDecodeModel, WEBGPU_DECODE_FLAG } from '../src/backend/webgpu_decode';
+import type { MedusaModel } from '../src/model/medusa';
+import type { FeatureModel } from '../src/model/feature';
 import { createModel } from '../src/model/create';
 import type { MtpModel } from '../src/model/mtp_model';
 import { Transformer, MASKED } from '../src/model/transformer';
@@ -138,6 +140,50 @@ describe('fused webgpu decoding forward', { timeout: 120_000 }, () => {
     cache.dispose();
     c2.dispose();
     m.dispose();
+  });
+
+  it("the drafters' own networks: Medusa heads (one program for every head) and a feature drafter's steps over its own GPU cache equal the plain ops within 2e-6 relative", async (ctx) => {
+    needAdapter(ctx);
+    const medusa = createModel({ ...nano, seed: 8, mtp: { ...MTP_DEFAULTS.medusa, heads: 4 } }) as MedusaModel;
+    const cache = medusa.newCache();
+    const hidden = tf.tidy(() => medusa.verifyForward(randomTokens(6, 256, 4), cache).features); // [6, C]
+    const gpu = gpuDecodeModel(medusa.params, medusa.trunk.decodeShape())!;
+    const before = fusedDispatches.count;
+    const fusedHeads = tf.tidy(() => gpu.medusaLogits(hidden, 4, 3, (n) => medusa.params.get(n)!)); // heads 1..3 at row 4
+    expect(fusedDispatches.count - before).toBe(1);
+    const plainHeads = tf.tidy(() => tf.reshape(tf.slice(medusa.headsLogits(tf.slice(hidden, [4, 0], [1, -1]) as tf.Tensor2D), [0, 0, 0], [3, 1, -1]), [3, -1]));
+    expect(relativeError(await data(fusedHeads), await data(plainHeads))).toBeLessThan(2e-6);
+    tf.dispose(hidden);
+    cache.dispose();
+    medusa.dispose();
+
+    const feature = createModel({ ...nano, nLayer: 4, seed: 9, mtp: { ...MTP_DEFAULTS.feature, layers: 2 } }) as FeatureModel;
+    const tables = feature.draftTables();
+    const steps = async (fused: boolean) => {
+      const c = new KVCache(2);
+      const outs: Float32Array[] = [];
+      for (const [rows, sees] of [[5, null], [3, [[], [0], [0]]]] as const) {
+        const g = tf.randomNormal([rows, nano.nEmbd], 0, 1, 'float32', rows) as tf.Tensor2D;
+        const o = withFlag(fused, () =>
+          tf.tidy(() => {
+            const mask = sees ? treeMask(rows, c.length, sees as unknown as number[][]) : feature.trunk.causalMask(c.length, rows);
+            const r = feature.draftStep(g, tf.tensor1d(randomTokens(rows, 256, rows), 'int32'), mask, c, tables);
+            return [r.f, r.logits];
+          }),
+        );
+        for (const t of o) outs.push(await data(t));
+        g.dispose();
+      }
+      c.dispose();
+      return outs;
+    };
+    const before2 = fusedDispatches.count;
+    const plain = await steps(false);
+    const fused = await steps(true);
+    expect(fusedDispatches.count - before2).toBe(2 * (1 + 2 * 2 + 1)); // per step: the input, 2 per block, the head
+    plain.forEach((p, i) => expect(relativeError(fused[i], p), `output ${i}`).toBeLessThan(2e-6));
+    tf.dispose([tables.projG, tables.tokenTable]);
+    feature.dispose();
   });
 
   const variants: [string, MtpConfig][] = [

@@ -20,7 +20,7 @@ npx esbuild src/train/data_parallel_worker.ts --bundle --minify --platform=node 
   --external:webgpu --outfile="$out/data_parallel_worker.js" # train.workers > 1 starts it from beside the bundle
 npx esbuild bench/gpu/zoo_export.ts --bundle --minify --platform=node --format=cjs --log-level=warning \
   --external:webgpu --outfile="$out/zoo_export.js" # zoo.sh collect
-for b in train_throughput decode_cost decode step_profile data_parallel; do
+for b in train_throughput decode_cost decode step_profile data_parallel gpu_decode; do
   npx esbuild "bench/$b.ts" --bundle --minify --platform=node --format=cjs --log-level=warning \
     --external:webgpu --outfile="$out/$b.js"
 done

@@ -113,6 +113,13 @@ export interface DecodeShape {
   F: number;
   tied: boolean;
   eps: number;
+  /**
+   * The feature drafter's input (model/feature.ts draftStep): rows are its states g, and h′ = n(g)·projG +
+   * tokenTable[token] is formed before the blocks (parameters 'projG' and 'tokenTable').
+   */
+  draftInput: boolean;
+  /** Medusa heads the `medusa` program can run (parameters 'medusa<k>.w1', 'b1', 'w2'); 0 for none. */
+  medusaHeads: number;
 }
 
 /** The parameters the programs read, by their names in model/params.ts. */
@@ -131,6 +138,8 @@ export interface FusedForward {
   /** Blocks [from, to). */
   from: number;
   to: number;
+  /** With `x`: the rows are a feature drafter's states g and `tokens` its tokens (DecodeShape.draftInput). */
+  draftInput?: boolean;
   /** Blocks after which the rows are copied out, side by side, as the features [T, taps·C]. */
   taps: number[];
   /** Also the final LayerNorm + unembedding → logits [T, V]. */
@@ -172,7 +181,11 @@ function layout(s: DecodeShape) {
   const lnfg = blocks + nLayer * blockStride;
   const lnfb = lnfg + C;
   const head = lnfb + C;
-  const total = head + (s.tied ? 0 : C * V);
+  const projG = head + (s.tied ? 0 : C * V);
+  const table = projG + (s.draftInput ? C * C : 0);
+  const medusa = table + (s.draftInput ? V * C : 0);
+  const medusaStride = C * C + C + C * V; // per head: w1 [C, C], b1 [C], w2 [C, V]
+  const total = medusa + s.medusaHeads * medusaStride;
   const entries: { name: string; offset: number; size: number }[] = [
     { name: 'tokEmb', offset: tok, size: V * C },
     { name: 'posEmb', offset: pos, size: P * C },
@@ -180,7 +193,12 @@ function layout(s: DecodeShape) {
   for (let l = 0; l < nLayer; l++) for (const n of BLOCK_PARAMS) entries.push({ name: `l${l}.${n}`, offset: blocks + l * blockStride + inBlock[n], size: sizes[n] });
   entries.push({ name: 'lnfg', offset: lnfg, size: C }, { name: 'lnfb', offset: lnfb, size: C });
   if (!s.tied) entries.push({ name: 'head', offset: head, size: C * V });
-  return { inBlock, blockStride, tok, pos, blocks, lnfg, lnfb, head, total, entries };
+  if (s.draftInput) entries.push({ name: 'projG', offset: projG, size: C * C }, { name: 'tokenTable', offset: table, size: V * C });
+  for (let k = 1; k <= s.medusaHeads; k++) {
+    const at = medusa + (k - 1) * medusaStride;
+    entries.push({ name: `medusa${k}.w1`, offset: at, size: C * C }, { name: `medusa${k}.b1`, offset: at + C * C, size: C }, { name: `medusa${k}.w2`, offset: at + C * C + C, size: C * V });
+  }
+  return { inBlock, blockStride, tok, pos, blocks, lnfg, lnfb, head, projG, table, medusa, medusaStride, total, entries };
 }
 
 // ---- io buffer (32-bit words): header, per-layer tap columns, tokens, positions, mask ----
@@ -193,6 +211,7 @@ const H_NORMTAP = 5; // head: column of the normalised rows in the features, or 
 const H_FW = 6; // features row width
 const H_GATHER_N = 7; // KV gather: slots moved
 const H_GATHER_DST = 8; // KV gather: first destination slot
+const H_ROW = 9; // medusa: the row of the features the heads read
 const HEADER = 16;
 const NONE = 0xffffffff;
 
@@ -213,12 +232,13 @@ function actLayout(s: DecodeShape) {
   const q = P * C;
   const feat = q + P * C;
   const logits = feat + P * nLayer * C;
-  return { z, q, feat, logits, total: logits + P * V };
+  const medusa = logits + P * V;
+  return { z, q, feat, logits, medusa, total: medusa + s.medusaHeads * V };
 }
 
 // ---- WGSL ----
 
-export function shaders(s: DecodeShape): Record<'qkv' | 'rest' | 'head' | 'gather', string> {
+export function shaders(s: DecodeShape): Record<'qkv' | 'rest' | 'head' | 'gather' | 'draftIn' | 'medusa', string> {
   const { C, F, nHead: H, vocab: V } = s;
   const hs = C / H;
   const w = layout(s);
@@ -245,6 +265,10 @@ const W_STRIDE: u32 = ${w.blockStride}u;
 const W_LNFG: u32 = ${w.lnfg}u;
 const W_LNFB: u32 = ${w.lnfb}u;
 const W_HEAD: u32 = ${w.head}u;
+const W_PROJG: u32 = ${w.projG}u;
+const W_TABLE: u32 = ${w.table}u;
+const W_MEDUSA: u32 = ${w.medusa}u;
+const W_MEDUSA_STRIDE: u32 = ${w.medusaStride}u;
 const IO_TAPS: u32 = ${io.taps}u;
 const IO_TOK: u32 = ${io.tokens}u;
 const IO_POS: u32 = ${io.positions}u;
@@ -253,6 +277,7 @@ const A_Z: u32 = ${act.z}u;
 const A_Q: u32 = ${act.q}u;
 const A_FEAT: u32 = ${act.feat}u;
 const A_LOGITS: u32 = ${act.logits}u;
+const A_MEDUSA: u32 = ${act.medusa}u;
 
 @group(0) @binding(0) var<storage, read> io: array<u32>;
 @group(0) @binding(1) var<storage, read> W: array<f32>;
@@ -441,7 +466,51 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 }
 `;
-  return { qkv, rest, head, gather };
+  // the feature drafter's input (grid 1 × T): h′ = g·rsqrt(mean(g²) + eps) · projG + tokenTable[token], in place
+  const draftIn = /* wgsl */ `${common}
+var<workgroup> xs: array<f32, ${C}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let t = wid.y;
+  var part = 0.0;
+  for (var c = tid; c < C; c += WG) { let v = act[A_Z + t * C + c]; xs[c] = v; part += v * v; }
+  ${wgSum('part', 'sq', 'red0')}
+  let rinv = inverseSqrt(sq / f32(C) + EPS);
+  let tok = io[IO_TOK + t];
+  for (var c = tid; c < C; c += WG) {
+    var acc = 0.0;
+    for (var k = 0u; k < C; k++) { acc += (xs[k] * rinv) * W[W_PROJG + k * C + c]; }
+    act[A_Z + t * C + c] = W[W_TABLE + tok * C + c] + acc;
+  }
+}
+`;
+  // Medusa heads (grid ⌈V/WG⌉ × K) at row io[H_ROW] of the features: head k's logits W2ₖ(SiLU(W1ₖh + b1ₖ) + h)
+  const medusa = /* wgsl */ `${common}
+var<workgroup> xs: array<f32, ${C}>;
+var<workgroup> rs: array<f32, ${C}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let k = wid.y;
+  let r = io[${H_ROW}];
+  let base = W_MEDUSA + k * W_MEDUSA_STRIDE;
+  for (var c = tid; c < C; c += WG) { xs[c] = act[A_Z + r * C + c]; }
+  workgroupBarrier();
+  for (var c = tid; c < C; c += WG) {
+    var acc = 0.0;
+    for (var i = 0u; i < C; i++) { acc += xs[i] * W[base + i * C + c]; }
+    let a = acc + W[base + C * C + c];
+    rs[c] = a * (1.0 / (1.0 + exp(-a))) + xs[c];
+  }
+  workgroupBarrier();
+  let j = wid.x * WG + tid;
+  if (j < V) {
+    var acc = 0.0;
+    for (var c = 0u; c < C; c++) { acc += rs[c] * W[base + C * C + C + c * V + j]; }
+    act[A_MEDUSA + k * V + j] = acc;
+  }
+}
+`;
+  return { qkv, rest, head, gather, draftIn, medusa };
 }
 
 // ---- per-model state ----
@@ -451,6 +520,8 @@ interface Programs {
   rest: GPipeline;
   head: GPipeline;
   gather: GPipeline;
+  draftIn: GPipeline | null;
+  medusa: GPipeline | null;
   group0: GLayout;
   group1: GLayout;
 }
@@ -472,7 +543,16 @@ function programsFor(device: GDevice, s: DecodeShape): Programs {
   device.pushErrorScope('validation');
   const make = (name: keyof typeof code) =>
     device.createComputePipeline({ layout: pipelineLayout, compute: { module: device.createShaderModule({ code: code[name] }), entryPoint: 'main' } });
-  p = { qkv: make('qkv'), rest: make('rest'), head: make('head'), gather: make('gather'), group0, group1 };
+  p = {
+    qkv: make('qkv'),
+    rest: make('rest'),
+    head: make('head'),
+    gather: make('gather'),
+    draftIn: s.draftInput ? make('draftIn') : null,
+    medusa: s.medusaHeads > 0 ? make('medusa') : null,
+    group0,
+    group1,
+  };
   // a program that fails to compile would leave its outputs unwritten: say so loudly
   void device.popErrorScope().then((e) => e && console.error(`fused webgpu decoding: a program failed to compile: ${e.message}`));
   byShape.set(key, p);
@@ -537,6 +617,8 @@ export class GpuDecodeModel {
   /** The tfjs tensor (data id) each packed parameter was copied from. */
   private copiedFrom: (object | null)[];
   private readonly staging: ArrayBuffer;
+  /** A cache for the programs that use none (the Medusa heads). */
+  private dummy: WebGpuKVStore | null = null;
 
   constructor(
     private readonly backend: WebGPUBackendLike,
@@ -578,7 +660,7 @@ export class GpuDecodeModel {
   forward(store: WebGpuKVStore, past: number, f: FusedForward, param: ParamLookup): { features: tf.Tensor2D; logits: tf.Tensor2D | null } {
     const s = this.shape;
     const b = this.backend;
-    const T = f.tokens?.length ?? f.x!.shape[0];
+    const T = f.x?.shape[0] ?? f.tokens!.length;
     const S = past + T;
     if (!(T >= 1 && S <= fusedSlots(s))) throw new Error(`fused decoding: ${T} new rows after ${past} cached slots exceed the cache's ${fusedSlots(s)} slots (the ${s.positions}-token window + ${TREE_SLOTS} for a tree's nodes)`);
     if (store.owner !== this) this.bind(store);
@@ -594,7 +676,7 @@ export class GpuDecodeModel {
     words[H_PAST] = past;
     words[H_S] = S;
     words[H_CAUSAL] = f.mask ? 0 : 1;
-    words[H_EMBED] = f.tokens ? f.from : NONE;
+    words[H_EMBED] = f.tokens && !f.x ? f.from : NONE;
     words[H_NORMTAP] = f.normedFeatures ? taps.length * s.C : NONE;
     words[H_FW] = width;
     taps.forEach((l, i) => (words[io.taps + l - 1] = i * s.C));
@@ -630,6 +712,13 @@ export class GpuDecodeModel {
     const pass = enc.beginComputePass();
     const p = this.programs;
     pass.setBindGroup(0, store.group!);
+    if (f.draftInput) {
+      if (!p.draftIn || !f.x || !f.tokens) throw new Error('fused decoding: a drafter input needs a drafter shape, its states and its tokens');
+      pass.setBindGroup(1, this.layerGroups[0]);
+      pass.setPipeline(p.draftIn);
+      pass.dispatchWorkgroups(1, T);
+      fusedDispatches.count += 1;
+    }
     for (let l = f.from; l < f.to; l++) {
       pass.setBindGroup(1, this.layerGroups[l]);
       pass.setPipeline(p.qkv);
@@ -648,6 +737,36 @@ export class GpuDecodeModel {
     const logits = f.head ? this.output(enc, this.acts.logits, [T, s.vocab]) : null;
     b.submitQueue();
     return { features: features as tf.Tensor2D, logits: logits as tf.Tensor2D | null };
+  }
+
+  /** Medusa heads 1..K at row `row` of `features` [R, C] (the normalised last hidden states): their logits [K, V]. */
+  medusaLogits(features: tf.Tensor, row: number, K: number, param: ParamLookup): tf.Tensor2D {
+    const s = this.shape;
+    const b = this.backend;
+    if (!this.programs.medusa || K > s.medusaHeads) throw new Error(`fused decoding: this model's programs run ${s.medusaHeads} Medusa heads, asked for ${K}`);
+    const R = features.shape[0];
+    if (R > fusedSlots(s)) throw new Error(`fused decoding: ${R} feature rows exceed ${fusedSlots(s)}`);
+    this.refreshWeights(param);
+    this.dummy ??= this.newStore();
+    const words = new Uint32Array(this.staging);
+    words[H_ROW] = row;
+    b.device.queue.writeBuffer(this.io, 0, this.staging, 0, 4 * HEADER);
+    const x = b.tensorMap.get(features.dataId);
+    if (x.values) b.device.queue.writeBuffer(this.act, 4 * this.acts.z, new Float32Array(x.values as Float32Array).buffer, 0, 4 * R * s.C);
+    b.ensureCommandEncoderReady();
+    b.endComputePassEncoder();
+    const enc = b.commandEncoder!;
+    if (!x.values) enc.copyBufferToBuffer(x.resource as GBuffer, 0, this.act, 4 * this.acts.z, 4 * R * s.C);
+    const pass = enc.beginComputePass();
+    pass.setBindGroup(0, this.dummy.group!);
+    pass.setBindGroup(1, this.layerGroups[0]);
+    pass.setPipeline(this.programs.medusa);
+    pass.dispatchWorkgroups(Math.ceil(s.vocab / WG), K);
+    pass.end();
+    fusedDispatches.count += 1;
+    const out = this.output(enc, this.acts.medusa, [K, s.vocab]);
+    b.submitQueue();
+    return out as tf.Tensor2D;
   }
 
   /** Moves cache slots `src` to [dst, dst + n) in every layer (see the gather program). */
@@ -672,6 +791,7 @@ export class GpuDecodeModel {
   }
 
   dispose(): void {
+    this.dummy?.dispose();
     for (const buf of [this.weights, this.io, this.act, ...this.layerUniforms]) buf.destroy();
   }
 
@@ -720,7 +840,7 @@ export function gpuDecodeModel(key: object, shape: DecodeShape): GpuDecodeModel 
   const b = webgpuBackend();
   if (!b || !fusedDecodeSupports(shape, b.device)) return null;
   let m = models.get(key);
-  if (!m || m.shape.nLayer !== shape.nLayer) {
+  if (!m || JSON.stringify(m.shape) !== JSON.stringify(shape)) {
     m?.dispose();
     m = new GpuDecodeModel(b, shape);
     models.set(key, m);

@@ -31,6 +31,7 @@ import { drafterShape } from '../decode/tree_shape';
 import { resolveDynamicTree } from '../decode/dynamic_tree';
 import { nativeKernels } from '../backend/wasm_native';
 import { BlockSlot, decodeBlockSupports, fusedDraftRows } from '../backend/wasm_decode_block';
+import { gpuDecodeModel, webgpuBackend } from '../backend/webgpu_decode';
 import { Rng } from '../util/rng';
 import { CacheSet } from './cache_set';
 import { FeatureDrafter } from './feature_drafter';
@@ -167,6 +168,30 @@ export class FeatureModel implements MtpModel {
    * n(·) being RMSNorm without its gain and table = (γ_e·n(Emb)) · P_e [V, C] the token side for every token. A drafter
    * row then costs one normalisation, one product with a row lookup added, and its blocks. The caller disposes them.
    */
+  /** The key of the drafter's fused webgpu state (one per model; the tables of each drafter are copied in on use). */
+  private readonly gpuDraftKey = {};
+
+  /**
+   * draftStep as the fused webgpu programs (backend/webgpu_decode.ts): the input projection, the drafter's blocks over
+   * its own cache kept on the GPU, the final norm and the unembedding, in 2·layers + 2 programs. Null where that path
+   * does not apply.
+   */
+  private draftStepWebGpu(g: tf.Tensor2D, tokens: tf.Tensor1D, mask: tf.Tensor2D, cache: KVCache, tables: DraftTables): { f: tf.Tensor2D; logits: tf.Tensor2D } | null {
+    const b = webgpuBackend();
+    const ids = b?.tensorMap.get(tokens.dataId).values; // the tokens, made from a JS array, are still on the host
+    if (!b || !ids) return null;
+    const L = this.mtp.layers;
+    const gpu = gpuDecodeModel(this.gpuDraftKey, { ...this.trunk.decodeShape(), nLayer: L, draftInput: true, medusaHeads: 0 });
+    const store = gpu && cache.gpuStore(gpu);
+    if (!gpu || !store) return null;
+    const lookup = (name: string) =>
+      /^l\d+\./.test(name) ? param(this.params, DRAFT_PREFIX + name) : name === 'projG' ? tables.projG : name === 'tokenTable' ? tables.tokenTable : param(this.params, name);
+    const R = g.shape[0];
+    const out = gpu.forward(store, cache.length, { x: g, tokens: Array.from(ids), mask, draftInput: true, from: 0, to: L, taps: [L], head: true }, lookup);
+    cache.advanceLayers(0, L, R);
+    return { f: out.features, logits: out.logits! };
+  }
+
   draftTables(): DraftTables {
     const C = this.config.nEmbd;
     return tf.tidy(() => {
@@ -196,6 +221,8 @@ export class FeatureModel implements MtpModel {
    * elsewhere draftRowsDecoding and the trunk's unembedding. Appends to `cache`. Call inside tf.tidy.
    */
   draftStep(g: tf.Tensor2D, tokens: tf.Tensor1D, mask: tf.Tensor2D, cache: KVCache, tables: DraftTables): { f: tf.Tensor2D; logits: tf.Tensor2D } {
+    const fused = this.draftStepWebGpu(g, tokens, mask, cache, tables);
+    if (fused) return fused;
     const { nEmbd: C, nHead, mlpRatio, normEps, tieEmbeddings } = this.config;
     if (nativeKernels() && decodeBlockSupports(C, nHead, mlpRatio * C)) {
       const slots = Array.from({ length: this.mtp.layers }, (_, l) => cache.slotForBlock(l, 1, g.shape[0], nHead, C / nHead));

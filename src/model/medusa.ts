@@ -32,6 +32,7 @@ import { jointLossAndGrads } from './mtp_model';
 import { layerNorm, param, project } from './layers';
 import { nextScope, ParamFactory, ParamMap } from './params';
 import { crossEntropy, Transformer } from './transformer';
+import { gpuDecodeModel, webgpuBackend } from '../backend/webgpu_decode';
 
 /** Name prefix of head k's parameters (1-based): `medusa1.w1`, `medusa1.b1`, `medusa1.w2`, … */
 export const HEAD_PREFIX = 'medusa';
@@ -56,6 +57,7 @@ export class MedusaModel implements MtpModel {
     // Same seed stream and names as the plain model: the trunk equals `createModel({ ...config, mtp: none })`.
     const factory = new ParamFactory(new Map(), new Rng(config.seed), nextScope('medusa'));
     this.trunk = new Transformer({ ...config, mtp: { kind: 'none' } }, factory);
+    this.trunk.decodeHeads = mtp.heads; // the fused webgpu programs run the heads too (MedusaHeads.logits)
     const { nEmbd: C, vocabSize: V } = config;
     this.headVars = [];
     for (let k = 1; k <= this.heads; k++) {
@@ -250,6 +252,9 @@ class MedusaHeads implements HeadsSource {
 
   logits(info: CommitInfo, n: number): tf.Tensor2D {
     this.forwards += 1;
+    const trunk = this.model.trunk;
+    const gpu = webgpuBackend() && gpuDecodeModel(trunk.params, trunk.decodeShape()); // one program for every head
+    if (gpu) return gpu.medusaLogits(info.features, info.rows[info.rows.length - 1], n, (name) => param(trunk.params, name));
     const C = this.model.config.nEmbd;
     const h = tf.slice(info.features, [info.rows[info.rows.length - 1], 0], [1, -1]) as tf.Tensor2D; // [1, C]
     const a = tf.reshape(project(h, this.w1, this.b1), [n, C]); // W1ₖh + b1ₖ for every head, [n, C]

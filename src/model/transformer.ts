@@ -33,6 +33,8 @@ export class Transformer {
   readonly scope: string;
   /** Causal additive mask [blockSize, blockSize], sliced per call. */
   private readonly causal: tf.Tensor2D;
+  /** Medusa heads the fused webgpu decoding programs also hold (set by MedusaModel); 0 for none. */
+  decodeHeads = 0;
 
   /** Creates the trunk's parameters; pass a factory to add them to a variant's shared map. */
   constructor(readonly config: ModelConfig, factory?: ParamFactory) {
@@ -126,7 +128,7 @@ export class Transformer {
   /** The model's shape for the fused webgpu decoding programs. */
   decodeShape(): DecodeShape {
     const c = this.config;
-    return { vocab: c.vocabSize, positions: c.blockSize, nLayer: c.nLayer, C: c.nEmbd, nHead: c.nHead, F: c.mlpRatio * c.nEmbd, tied: c.tieEmbeddings, eps: c.normEps };
+    return { vocab: c.vocabSize, positions: c.blockSize, nLayer: c.nLayer, C: c.nEmbd, nHead: c.nHead, F: c.mlpRatio * c.nEmbd, tied: c.tieEmbeddings, eps: c.normEps, draftInput: false, medusaHeads: this.decodeHeads };
   }
 
   /**
