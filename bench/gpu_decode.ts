@@ -171,7 +171,17 @@ async function main() {
     console.log('PyTorch twin:', JSON.stringify(twinInfo), JSON.stringify(twin));
   }
 
-  // 3. the zoo models: AR vs every lossless decoder
+  // 3. the zoo models: AR vs every lossless decoder; AR on code-ar before and after, to see whether the run drifts
+  const arCheck = async () => {
+    const { model } = loadZooModel('code-ar');
+    const p = promptsFor('code')[0];
+    await generate(model, p, { maxNewTokens: 16 });
+    const tps: number[] = [];
+    for (let r = 0; r < 5; r++) tps.push((await generate(model, p, { maxNewTokens: argv.tokens })).stats.tokensPerSec);
+    model.dispose();
+    return median(tps);
+  };
+  const arBefore = argv.models ? await arCheck() : NaN;
   const spec: (SpeedRow & { model: string })[] = [];
   for (const name of argv.models.split(',').filter(Boolean)) {
     const { model, config } = loadZooModel(name.replace(/^zoo:/, ''));
@@ -194,8 +204,10 @@ async function main() {
     model.dispose();
   }
 
+  const arAfter = argv.models ? await arCheck() : NaN;
+  if (argv.models) console.log(`AR on code-ar before / after the zoo comparisons: ${arBefore.toFixed(0)} / ${arAfter.toFixed(0)} tokens/s`);
   const command = `npm run bench:gpu -- ${process.argv.slice(2).join(' ')}`.trim();
-  const results = { machine: machine(), adapter: backendInfo().detail, command, cacheLength: argv.cache, latencies, torch: { info: twinInfo, kvCacheMs: twin }, spec };
+  const results = { machine: machine(), adapter: backendInfo().detail, command, cacheLength: argv.cache, latencies, torch: { info: twinInfo, kvCacheMs: twin }, arDrift: { before: arBefore, after: arAfter }, spec };
   console.log(`wrote ${writeResults(argv.name, results)}`);
   if (argv.readme) {
     const lat = markdownTable(

@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { MTP_DEFAULTS, ModelConfig, MtpConfig, resolveConfig } from '../src/config';
 import { initBackend } from '../src/backend/index';
-import { fusedDispatches, gpuDecodeModel, WEBGPU_DECODE_FLAG } from '../src/backend/webgpu_decode';
+import { fusedDispatches, gpuDecodeModel, WEBGPU_DECODE_FLAG, WEBGPU_DRAFT_CHAIN_FLAG } from '../src/backend/webgpu_decode';
 import type { MedusaModel } from '../src/model/medusa';
 import type { FeatureModel } from '../src/model/feature';
 import { createModel } from '../src/model/create';
@@ -18,7 +18,7 @@ import { KVCache } from '../src/model/kv_cache';
 import { generate } from '../src/decode/ar';
 import { decode } from '../src/decode/engine';
 import { denseTree } from '../src/decode/tree';
-import { randomTokens, relativeError } from './helpers';
+import { randomTokens, RecordingDrafter, relativeError } from './helpers';
 
 const nano = resolveConfig('nano').model;
 let skipReason: string | null = null;
@@ -184,6 +184,34 @@ describe('fused webgpu decoding forward', { timeout: 120_000 }, () => {
     plain.forEach((p, i) => expect(relativeError(fused[i], p), `output ${i}`).toBeLessThan(2e-6));
     tf.dispose([tables.projG, tables.tokenTable]);
     feature.dispose();
+  });
+
+  it('a greedy feature-drafter chain drafted on the GPU in one submission proposes exactly what the depth-by-depth drafting does, through window slides', async (ctx) => {
+    needAdapter(ctx);
+    for (const features of ['last', 'fused'] as const) {
+      const m = createModel({ ...nano, nLayer: 4, seed: 31, mtp: { ...MTP_DEFAULTS.feature, features } }) as FeatureModel;
+      const prompt = randomTokens(6, 256, 5);
+      const run = async (onGpu: boolean) => {
+        tf.env().set(WEBGPU_DRAFT_CHAIN_FLAG, onGpu);
+        try {
+          const rec = new RecordingDrafter(m.drafter({ k: 5 }));
+          const before = fusedDispatches.count;
+          const out = await decode(m, rec, prompt, { maxNewTokens: 56 });
+          return { out, rec, dispatches: fusedDispatches.count - before };
+        } finally {
+          tf.env().set(WEBGPU_DRAFT_CHAIN_FLAG, true);
+        }
+      };
+      const host = await run(false);
+      const gpu = await run(true);
+      expect(gpu.rec.records.map((r) => r.tree)).toEqual(host.rec.records.map((r) => r.tree));
+      expect(gpu.rec.records.length).toBeGreaterThan(5);
+      expect(gpu.rec.commits.some((c) => c.reset)).toBe(true); // the window slid
+      expect(gpu.out.tokens).toEqual(host.out.tokens);
+      expect(gpu.out.stats.draftForwards).toBe(host.out.stats.draftForwards);
+      expect(gpu.dispatches).toBeGreaterThan(host.dispatches); // the chain path ran: one argmax program per drafted token on top of the same forwards
+      m.dispose();
+    }
   });
 
   const variants: [string, MtpConfig][] = [

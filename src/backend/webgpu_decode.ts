@@ -20,10 +20,15 @@
  * token's logits have the same bits whether it is fed alone, with drafts or in a prefill: greedy speculative decoding
  * stays token-identical to plain decoding on this path too.
  *
+ * Also: `draftIn` (a feature drafter's input projection), `argmax` (a greedy drafted chain's next token, kept on the
+ * GPU, so a whole chain is drafted in one submission and one read), `medusa` (every Medusa head in one program) and
+ * `gather` (the KV cache's accepted tree path).
+ *
  * Buffers: one packed copy of the model's weights (refreshed when a parameter's tensor changes), an `io` buffer
- * (step header, tokens, positions, mask), scratch activations, and per KV cache one buffer [layer][k|v][slot][C].
- * Inputs and outputs are tfjs tensors; everything is encoded into the backend's command encoder, which is submitted
- * at the end of each call, so ordering with tfjs's own programs holds.
+ * (tokens, positions, mask), scratch activations, per KV cache one buffer [layer][k|v][slot][C], and the call records
+ * (each dispatch's layer, row count, cache slots, …) read through a dynamic uniform offset. Inputs and outputs are
+ * tfjs tensors; everything is encoded into the backend's command encoder, which is submitted at the end of each call,
+ * so ordering with tfjs's own programs holds.
  *
  * Decoding only (no gradients). Uses tfjs-backend-webgpu 4.22 internals (its command encoder, tensor map and buffer
  * upload), typed locally below.
@@ -33,6 +38,9 @@ import * as tf from '@tensorflow/tfjs';
 /** tfjs flag: false runs decoding forwards on webgpu as plain tfjs ops (for comparisons within one process). */
 export const WEBGPU_DECODE_FLAG = 'MTP_WEBGPU_DECODE';
 tf.env().registerFlag(WEBGPU_DECODE_FLAG, () => true);
+/** tfjs flag: false drafts greedy chains depth by depth with a host read each, instead of in one submission. */
+export const WEBGPU_DRAFT_CHAIN_FLAG = 'MTP_WEBGPU_DRAFT_CHAIN';
+tf.env().registerFlag(WEBGPU_DRAFT_CHAIN_FLAG, () => true);
 
 /** Threads per workgroup (within WebGPU's compatibility-mode limit of 128). */
 const WG = 128;
@@ -66,7 +74,7 @@ interface GPipeline {
 }
 interface GPass {
   setPipeline(p: GPipeline): void;
-  setBindGroup(i: number, g: GBindGroup): void;
+  setBindGroup(i: number, g: GBindGroup, dynamicOffsets?: number[]): void;
   dispatchWorkgroups(x: number, y?: number): void;
   end(): void;
 }
@@ -82,7 +90,7 @@ interface GDevice {
   createBindGroupLayout(d: { entries: object[] }): GLayout;
   createPipelineLayout(d: { bindGroupLayouts: GLayout[] }): GLayout;
   createComputePipeline(d: { layout: GLayout; compute: { module: object; entryPoint: string } }): GPipeline;
-  createBindGroup(d: { layout: GLayout; entries: { binding: number; resource: { buffer: GBuffer } }[] }): GBindGroup;
+  createBindGroup(d: { layout: GLayout; entries: { binding: number; resource: { buffer: GBuffer; size?: number } }[] }): GBindGroup;
   pushErrorScope(filter: 'validation'): void;
   popErrorScope(): Promise<{ message: string } | null>;
 }
@@ -201,30 +209,66 @@ function layout(s: DecodeShape) {
   return { inBlock, blockStride, tok, pos, blocks, lnfg, lnfb, head, projG, table, medusa, medusaStride, total, entries };
 }
 
-// ---- io buffer (32-bit words): header, per-layer tap columns, tokens, positions, mask ----
-const H_T = 0; // rows this call
-const H_PAST = 1; // cache slots before them
-const H_S = 2; // slots attended: past + T
-const H_CAUSAL = 3; // 1: causal mask, 0: the mask below
-const H_EMBED = 4; // block that embeds the tokens, or NONE
-const H_NORMTAP = 5; // head: column of the normalised rows in the features, or NONE
-const H_FW = 6; // features row width
-const H_GATHER_N = 7; // KV gather: slots moved
-const H_GATHER_DST = 8; // KV gather: first destination slot
-const H_ROW = 9; // medusa: the row of the features the heads read
-const HEADER = 16;
+// ---- per-dispatch parameters: one `Call` record (CALL_BYTES apart, read through a dynamic offset) per dispatch ----
+const CALL_WORDS = 12; // layer T past S causal embed normTap fw tokenSlot row slot tapCol
+const CALL_BYTES = 256; // the minimum uniform offset alignment WebGPU guarantees
+/** Call records per submission (a drafted chain of 16 through 4 blocks needs 16 × 7). */
+const MAX_CALLS = 256;
+/** Tokens a drafted chain can hold. */
+const MAX_CHAIN = 64;
 const NONE = 0xffffffff;
 
-function ioLayout(s: DecodeShape) {
-  const n = fusedSlots(s);
-  const taps = HEADER;
-  const tokens = taps + s.nLayer;
-  const positions = tokens + n;
-  const mask = positions + n;
-  return { taps, tokens, positions, mask, words: mask + n * n };
+interface Call {
+  layer?: number;
+  T?: number;
+  past?: number;
+  S?: number;
+  /** 1: causal attention over the slots, 0: the mask in io. */
+  causal?: number;
+  /** 1: this block's `qkv` embeds the tokens first. */
+  embed?: number;
+  normTap?: number;
+  fw?: number;
+  /** draftIn: the act token slot the token comes from (NONE: io tokens). */
+  tokenSlot?: number;
+  row?: number;
+  slot?: number;
+  /** rest: the features column this block's output is copied to (NONE: none). */
+  tapCol?: number;
 }
 
-// ---- scratch activations (floats), N = fusedSlots rows: Z [N, C] (the residual stream), Q [N, C], features [N, L·C], logits [N, V] ----
+/** Call records written once per submission, then bound one per dispatch. */
+class CallList {
+  private readonly words = new Uint32Array((MAX_CALLS * CALL_BYTES) / 4);
+  private n = 0;
+
+  /** Adds a record; returns its dynamic offset. */
+  add(c: Call): number {
+    if (this.n === MAX_CALLS) throw new Error(`fused decoding: more than ${MAX_CALLS} dispatches in one submission`);
+    const at = (this.n * CALL_BYTES) / 4;
+    const v = [c.layer ?? 0, c.T ?? 0, c.past ?? 0, c.S ?? 0, c.causal ?? 1, c.embed ?? 0, c.normTap ?? NONE, c.fw ?? 0, c.tokenSlot ?? NONE, c.row ?? 0, c.slot ?? 0, c.tapCol ?? NONE];
+    this.words.set(v, at);
+    return this.n++ * CALL_BYTES;
+  }
+
+  /** Writes the records into `buffer` (before the submission that reads them) and starts a new list. */
+  flush(device: GDevice, buffer: GBuffer): void {
+    if (this.n > 0) device.queue.writeBuffer(buffer, 0, this.words.buffer, 0, this.n * CALL_BYTES);
+    this.n = 0;
+  }
+}
+
+// ---- io buffer (32-bit words): tokens [N], positions [N], mask [N·N] (float bits) ----
+function ioLayout(s: DecodeShape) {
+  const n = fusedSlots(s);
+  const tokens = 0;
+  const positions = tokens + n;
+  const mask = positions + n;
+  return { tokens, positions, mask, words: mask + n * n };
+}
+
+// ---- scratch activations (floats), N = fusedSlots rows: Z [N, C] (the residual stream), Q [N, C], features [N, L·C],
+// logits [N, V], Medusa logits [K, V], a drafted chain's tokens [MAX_CHAIN] ----
 function actLayout(s: DecodeShape) {
   const { C, nLayer, vocab: V } = s;
   const P = fusedSlots(s);
@@ -233,12 +277,13 @@ function actLayout(s: DecodeShape) {
   const feat = q + P * C;
   const logits = feat + P * nLayer * C;
   const medusa = logits + P * V;
-  return { z, q, feat, logits, medusa, total: medusa + s.medusaHeads * V };
+  const tokens = medusa + s.medusaHeads * V;
+  return { z, q, feat, logits, medusa, tokens, total: tokens + MAX_CHAIN };
 }
 
 // ---- WGSL ----
 
-export function shaders(s: DecodeShape): Record<'qkv' | 'rest' | 'head' | 'gather' | 'draftIn' | 'medusa', string> {
+export function shaders(s: DecodeShape): Record<ProgramName, string> {
   const { C, F, nHead: H, vocab: V } = s;
   const hs = C / H;
   const w = layout(s);
@@ -269,7 +314,6 @@ const W_PROJG: u32 = ${w.projG}u;
 const W_TABLE: u32 = ${w.table}u;
 const W_MEDUSA: u32 = ${w.medusa}u;
 const W_MEDUSA_STRIDE: u32 = ${w.medusaStride}u;
-const IO_TAPS: u32 = ${io.taps}u;
 const IO_TOK: u32 = ${io.tokens}u;
 const IO_POS: u32 = ${io.positions}u;
 const IO_MASK: u32 = ${io.mask}u;
@@ -278,17 +322,17 @@ const A_Q: u32 = ${act.q}u;
 const A_FEAT: u32 = ${act.feat}u;
 const A_LOGITS: u32 = ${act.logits}u;
 const A_MEDUSA: u32 = ${act.medusa}u;
+const A_TOKENS: u32 = ${act.tokens}u;
 
 @group(0) @binding(0) var<storage, read> io: array<u32>;
 @group(0) @binding(1) var<storage, read> W: array<f32>;
 @group(0) @binding(2) var<storage, read_write> kv: array<f32>;
 @group(0) @binding(3) var<storage, read_write> act: array<f32>;
-struct Layer { index: u32, kvBase: u32, }
-@group(1) @binding(0) var<uniform> layer: Layer;
+struct Call { layer: u32, T: u32, past: u32, S: u32, causal: u32, embed: u32, normTap: u32, fw: u32, tokenSlot: u32, row: u32, slot: u32, tapCol: u32, }
+@group(1) @binding(0) var<uniform> call: Call;
 
 var<workgroup> red0: array<f32, ${WG}>; // a LayerNorm's two reductions, one array each (reusing one array for both
 var<workgroup> red1: array<f32, ${WG}>; // gave wrong sums on Mesa's llvmpipe through Dawn's OpenGL ES path)
-
 `;
   // The sum over the workgroup of each thread's `part`, into `total`, in a fixed order. Unrolled, with every barrier
   // in main's top-level flow (OpenGL ES compute, which Dawn's software path runs on, allows barriers nowhere else).
@@ -298,32 +342,27 @@ var<workgroup> red1: array<f32, ${WG}>; // gave wrong sums on Mesa's llvmpipe th
     return `${r}[tid] = ${part};\n  workgroupBarrier();\n  ${steps.join('\n  ')}\n  let ${total} = ${r}[0];`;
   };
   // LayerNorm of row[0..C) in place (g, b at W offsets), as layers.ts: (x − mean)·rsqrt(var + eps)·g + b
-  let lnCount = 0;
-  const layerNorm = (row: string, g: string, b: string) => {
-    const n = lnCount++;
-    return /* wgsl */ `
-  var part${n} = 0.0;
-  for (var c = tid; c < C; c += WG) { part${n} += ${row}[c]; }
-  ${wgSum(`part${n}`, `sum${n}`, 'red0')}
-  let mean${n} = sum${n} / f32(C);
-  var dev${n} = 0.0;
-  for (var c = tid; c < C; c += WG) { let d = ${row}[c] - mean${n}; dev${n} += d * d; }
-  ${wgSum(`dev${n}`, `sq${n}`, 'red1')}
-  let rstd${n} = inverseSqrt(sq${n} / f32(C) + EPS);
-  for (var c = tid; c < C; c += WG) { ${row}[c] = (${row}[c] - mean${n}) * rstd${n} * W[${g} + c] + W[${b} + c]; }
+  const layerNorm = (row: string, g: string, b: string) => /* wgsl */ `
+  var part0 = 0.0;
+  for (var c = tid; c < C; c += WG) { part0 += ${row}[c]; }
+  ${wgSum('part0', 'sum0', 'red0')}
+  let mean0 = sum0 / f32(C);
+  var dev0 = 0.0;
+  for (var c = tid; c < C; c += WG) { let d = ${row}[c] - mean0; dev0 += d * d; }
+  ${wgSum('dev0', 'sq0', 'red1')}
+  let rstd0 = inverseSqrt(sq0 / f32(C) + EPS);
+  for (var c = tid; c < C; c += WG) { ${row}[c] = (${row}[c] - mean0) * rstd0 * W[${g} + c] + W[${b} + c]; }
   workgroupBarrier();`;
-  };
+  const kvBase = 'call.layer * 2u * N * C';
   const qkv = /* wgsl */ `${common}
 var<workgroup> xs: array<f32, ${C}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let t = wid.y;
-  let past = io[${H_PAST}];
-  let base = W_BLOCKS + layer.index * W_STRIDE;
-  let embed = io[${H_EMBED}] == layer.index;
+  let base = W_BLOCKS + call.layer * W_STRIDE;
   for (var c = tid; c < C; c += WG) {
     var v: f32;
-    if (embed) {
+    if (call.embed == 1u) {
       v = W[W_TOK + io[IO_TOK + t] * C + c] + W[W_POS + io[IO_POS + t] * C + c];
       if (wid.x == 0u) { act[A_Z + t * C + c] = v; }
     } else {
@@ -338,13 +377,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let wq = base + ${w.inBlock.wqkv}u + j;
     var acc = 0.0;
     for (var k = 0u; k < C; k++) { acc += xs[k] * W[wq + k * 3u * C]; }
-    let slot = past + t;
+    let slot = call.past + t;
     if (j < C) {
       act[A_Q + t * C + j] = acc;
     } else if (j < 2u * C) {
-      kv[layer.kvBase + slot * C + j - C] = acc;
+      kv[${kvBase} + slot * C + j - C] = acc;
     } else {
-      kv[layer.kvBase + N * C + slot * C + j - 2u * C] = acc;
+      kv[${kvBase} + N * C + slot * C + j - 2u * C] = acc;
     }
   }
 }
@@ -358,12 +397,10 @@ var<workgroup> stat: array<f32, ${2 * H}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let t = wid.x;
-  let past = io[${H_PAST}];
-  let S = io[${H_S}];
-  let causal = io[${H_CAUSAL}] == 1u;
-  let base = W_BLOCKS + layer.index * W_STRIDE;
-  let kBase = layer.kvBase;
-  let vBase = layer.kvBase + N * C;
+  let S = call.S;
+  let base = W_BLOCKS + call.layer * W_STRIDE;
+  let kBase = ${kvBase};
+  let vBase = kBase + N * C;
   for (var c = tid; c < C; c += WG) { qs[c] = act[A_Q + t * C + c]; }
   workgroupBarrier();
   // scores of every head over slots [0, S), plus the additive mask
@@ -372,7 +409,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let h = i / S;
     let j = i % S;
     var m = 0.0;
-    if (causal) { if (j > past + t) { m = MASKED; } } else { m = bitcast<f32>(io[IO_MASK + t * S + j]); }
+    if (call.causal == 1u) { if (j > call.past + t) { m = MASKED; } } else { m = bitcast<f32>(io[IO_MASK + t * S + j]); }
     var dot = 0.0;
     for (var d = 0u; d < HS; d++) { dot += qs[h * HS + d] * kv[kBase + j * C + h * HS + d]; }
     sh[h * N + j] = dot * scale + m;
@@ -420,14 +457,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   workgroupBarrier();
   // out = x1 + hidden · W2 + b2, in place; copied to the features when this block is a tap
-  let tap = io[IO_TAPS + layer.index];
   for (var c = tid; c < C; c += WG) {
     var acc = 0.0;
     let w2 = base + ${w.inBlock.w2}u + c;
     for (var k = 0u; k < F; k++) { acc += sh[k] * W[w2 + k * C]; }
     let out = x1[c] + (acc + W[base + ${w.inBlock.b2}u + c]);
     act[A_Z + t * C + c] = out;
-    if (tap != NONE) { act[A_FEAT + t * io[${H_FW}] + tap + c] = out; }
+    if (call.tapCol != NONE) { act[A_FEAT + t * call.fw + call.tapCol + c] = out; }
   }
 }
 `;
@@ -439,9 +475,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var c = tid; c < C; c += WG) { xs[c] = act[A_Z + t * C + c]; }
   workgroupBarrier();
   ${layerNorm('xs', 'W_LNFG', 'W_LNFB')}
-  let normTap = io[${H_NORMTAP}];
-  if (normTap != NONE && wid.x == 0u) {
-    for (var c = tid; c < C; c += WG) { act[A_FEAT + t * io[${H_FW}] + normTap + c] = xs[c]; }
+  if (call.normTap != NONE && wid.x == 0u) {
+    for (var c = tid; c < C; c += WG) { act[A_FEAT + t * call.fw + call.normTap + c] = xs[c]; }
   }
   let j = wid.x * WG + tid;
   if (j < V) {
@@ -451,22 +486,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 }
 `;
-  // KV gather: slots io[IO_TOK + i] (increasing, each ≥ its destination) move to dst + i, for every layer's keys and
-  // values; one thread per column walks the slots in order, so no slot is overwritten before it is read.
+  // KV gather: slots io[IO_TOK + i] (increasing, each ≥ its destination) move to call.past + i, i < call.T, for every
+  // layer's keys and values; one thread per column walks the slots in order, so no slot is overwritten before it is read.
   const gather = /* wgsl */ `${common}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let c = wid.x * WG + tid;
   if (c >= C) { return; }
   let base = wid.y * N * C; // one (layer, k|v) plane per workgroup row
-  let n = io[${H_GATHER_N}];
-  let dst = io[${H_GATHER_DST}];
-  for (var i = 0u; i < n; i++) {
-    kv[base + (dst + i) * C + c] = kv[base + io[IO_TOK + i] * C + c];
+  for (var i = 0u; i < call.T; i++) {
+    kv[base + (call.past + i) * C + c] = kv[base + io[IO_TOK + i] * C + c];
   }
 }
 `;
-  // the feature drafter's input (grid 1 × T): h′ = g·rsqrt(mean(g²) + eps) · projG + tokenTable[token], in place
+  // the feature drafter's input (grid 1 × T): h′ = g·rsqrt(mean(g²) + eps) · projG + tokenTable[token], in place; the
+  // token comes from io, or (a drafted chain) from the act token slot the previous depth's argmax wrote
   const draftIn = /* wgsl */ `${common}
 var<workgroup> xs: array<f32, ${C}>;
 @compute @workgroup_size(${WG})
@@ -476,7 +510,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var c = tid; c < C; c += WG) { let v = act[A_Z + t * C + c]; xs[c] = v; part += v * v; }
   ${wgSum('part', 'sq', 'red0')}
   let rinv = inverseSqrt(sq / f32(C) + EPS);
-  let tok = io[IO_TOK + t];
+  var tok = io[IO_TOK + t];
+  if (call.tokenSlot != NONE) { tok = u32(act[A_TOKENS + call.tokenSlot]); }
   for (var c = tid; c < C; c += WG) {
     var acc = 0.0;
     for (var k = 0u; k < C; k++) { acc += (xs[k] * rinv) * W[W_PROJG + k * C + c]; }
@@ -484,14 +519,45 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 }
 `;
-  // Medusa heads (grid ⌈V/WG⌉ × K) at row io[H_ROW] of the features: head k's logits W2ₖ(SiLU(W1ₖh + b1ₖ) + h)
+  // greedy step of a drafted chain (grid 1): the argmax of logits row call.row (the first index on ties, as the host's
+  // argmax) into act token slot call.slot, and that row's state moved to row 0 as the next depth's input
+  const argmax = /* wgsl */ `${common}
+var<workgroup> bestV: array<f32, ${WG}>;
+var<workgroup> bestI: array<u32, ${WG}>;
+var<workgroup> xs: array<f32, ${C}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_index) tid: u32) {
+  let r = call.row;
+  var bv = -3.0e38;
+  var bi = V;
+  for (var j = tid; j < V; j += WG) {
+    let v = act[A_LOGITS + r * V + j];
+    if (v > bv) { bv = v; bi = j; }
+  }
+  bestV[tid] = bv;
+  bestI[tid] = bi;
+  workgroupBarrier();
+  ${(() => {
+    const steps: string[] = [];
+    for (let n = WG / 2; n >= 1; n /= 2) {
+      steps.push(`if (tid < ${n}u) { let ov = bestV[tid + ${n}u]; let oi = bestI[tid + ${n}u]; if (ov > bestV[tid] || (ov == bestV[tid] && oi < bestI[tid])) { bestV[tid] = ov; bestI[tid] = oi; } }\n  workgroupBarrier();`);
+    }
+    return steps.join('\n  ');
+  })()}
+  if (tid == 0u) { act[A_TOKENS + call.slot] = f32(bestI[0]); }
+  for (var c = tid; c < C; c += WG) { xs[c] = act[A_Z + r * C + c]; }
+  workgroupBarrier();
+  for (var c = tid; c < C; c += WG) { act[A_Z + c] = xs[c]; }
+}
+`;
+  // Medusa heads (grid ⌈V/WG⌉ × K) at row call.row of the features: head k's logits W2ₖ(SiLU(W1ₖh + b1ₖ) + h)
   const medusa = /* wgsl */ `${common}
 var<workgroup> xs: array<f32, ${C}>;
 var<workgroup> rs: array<f32, ${C}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let k = wid.y;
-  let r = io[${H_ROW}];
+  let r = call.row;
   let base = W_MEDUSA + k * W_MEDUSA_STRIDE;
   for (var c = tid; c < C; c += WG) { xs[c] = act[A_Z + r * C + c]; }
   workgroupBarrier();
@@ -510,18 +576,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 }
 `;
-  return { qkv, rest, head, gather, draftIn, medusa };
+  return { qkv, rest, head, gather, draftIn, argmax, medusa };
 }
+
+type ProgramName = 'qkv' | 'rest' | 'head' | 'gather' | 'draftIn' | 'argmax' | 'medusa';
 
 // ---- per-model state ----
 
 interface Programs {
-  qkv: GPipeline;
-  rest: GPipeline;
-  head: GPipeline;
-  gather: GPipeline;
-  draftIn: GPipeline | null;
-  medusa: GPipeline | null;
+  pipelines: Record<ProgramName, GPipeline | null>;
   group0: GLayout;
   group1: GLayout;
 }
@@ -537,24 +600,20 @@ function programsFor(device: GDevice, s: DecodeShape): Programs {
   if (p) return p;
   const storage = (binding: number, type: 'read-only-storage' | 'storage') => ({ binding, visibility: COMPUTE_STAGE, buffer: { type } });
   const group0 = device.createBindGroupLayout({ entries: [storage(0, 'read-only-storage'), storage(1, 'read-only-storage'), storage(2, 'storage'), storage(3, 'storage')] });
-  const group1 = device.createBindGroupLayout({ entries: [{ binding: 0, visibility: COMPUTE_STAGE, buffer: { type: 'uniform' } }] });
+  const group1 = device.createBindGroupLayout({ entries: [{ binding: 0, visibility: COMPUTE_STAGE, buffer: { type: 'uniform', hasDynamicOffset: true } }] });
   const pipelineLayout = device.createPipelineLayout({ bindGroupLayouts: [group0, group1] });
   const code = shaders(s);
+  const wanted: Record<ProgramName, boolean> = { qkv: true, rest: true, head: true, gather: true, draftIn: s.draftInput, argmax: s.draftInput, medusa: s.medusaHeads > 0 };
   device.pushErrorScope('validation');
-  const make = (name: keyof typeof code) =>
-    device.createComputePipeline({ layout: pipelineLayout, compute: { module: device.createShaderModule({ code: code[name] }), entryPoint: 'main' } });
-  p = {
-    qkv: make('qkv'),
-    rest: make('rest'),
-    head: make('head'),
-    gather: make('gather'),
-    draftIn: s.draftInput ? make('draftIn') : null,
-    medusa: s.medusaHeads > 0 ? make('medusa') : null,
-    group0,
-    group1,
-  };
+  const pipelines = Object.fromEntries(
+    (Object.keys(wanted) as ProgramName[]).map((name) => [
+      name,
+      wanted[name] ? device.createComputePipeline({ layout: pipelineLayout, compute: { module: device.createShaderModule({ code: code[name] }), entryPoint: 'main' } }) : null,
+    ]),
+  ) as Record<ProgramName, GPipeline | null>;
   // a program that fails to compile would leave its outputs unwritten: say so loudly
   void device.popErrorScope().then((e) => e && console.error(`fused webgpu decoding: a program failed to compile: ${e.message}`));
+  p = { pipelines, group0, group1 };
   byShape.set(key, p);
   return p;
 }
@@ -600,17 +659,18 @@ export class WebGpuKVStore {
   }
 }
 
-/** Programs per call, for the benchmarks: dispatches issued by fused forwards and gathers since the last reset. */
+/** Dispatches issued by the fused programs (forwards, gathers, heads, chains) since the process started. */
 export const fusedDispatches = { count: 0 };
 
-/** A model's fused decoding state: its packed weights, scratch buffers and per-layer bind groups. */
+/** A model's fused decoding state: its packed weights, scratch buffers and call records. */
 export class GpuDecodeModel {
   private readonly programs: Programs;
   private readonly weights: GBuffer;
   private readonly io: GBuffer;
   private readonly act: GBuffer;
-  private readonly layerGroups: GBindGroup[];
-  private readonly layerUniforms: GBuffer[];
+  private readonly callBuffer: GBuffer;
+  private readonly callGroup: GBindGroup;
+  private readonly calls = new CallList();
   private readonly entries: ReturnType<typeof layout>['entries'];
   private readonly ioWords: ReturnType<typeof ioLayout>;
   private readonly acts: ReturnType<typeof actLayout>;
@@ -634,16 +694,10 @@ export class GpuDecodeModel {
     this.weights = d.createBuffer({ size: 4 * w.total, usage: rw });
     this.io = d.createBuffer({ size: 4 * this.ioWords.words, usage: rw });
     this.act = d.createBuffer({ size: 4 * this.acts.total, usage: rw });
+    this.callBuffer = d.createBuffer({ size: MAX_CALLS * CALL_BYTES, usage: USAGE.UNIFORM | USAGE.COPY_DST });
+    this.callGroup = d.createBindGroup({ layout: this.programs.group1, entries: [{ binding: 0, resource: { buffer: this.callBuffer, size: 4 * CALL_WORDS } }] });
     this.staging = new ArrayBuffer(4 * this.ioWords.words);
     this.copiedFrom = this.entries.map(() => null);
-    this.layerUniforms = [];
-    this.layerGroups = [];
-    for (let l = 0; l < shape.nLayer; l++) {
-      const u = d.createBuffer({ size: 16, usage: USAGE.UNIFORM | USAGE.COPY_DST });
-      d.queue.writeBuffer(u, 0, new Uint32Array([l, l * 2 * fusedSlots(shape) * shape.C, 0, 0]));
-      this.layerUniforms.push(u);
-      this.layerGroups.push(d.createBindGroup({ layout: this.programs.group1, entries: [{ binding: 0, resource: { buffer: u } }] }));
-    }
   }
 
   /** A new KV cache for this model. */
@@ -654,145 +708,171 @@ export class GpuDecodeModel {
   }
 
   /**
-   * One fused forward over T new rows after `past` cached slots (T ≥ 1, past + T ≤ positions), writing their keys and
-   * values into `store`: the features [T, width] and, with `head`, the logits [T, V]. Call inside tf.tidy.
+   * One fused forward over T new rows after `past` cached slots (past + T ≤ fusedSlots), writing their keys and values
+   * into `store`: the features [T, width] and, with `head`, the logits [T, V]. Call inside tf.tidy.
    */
   forward(store: WebGpuKVStore, past: number, f: FusedForward, param: ParamLookup): { features: tf.Tensor2D; logits: tf.Tensor2D | null } {
     const s = this.shape;
-    const b = this.backend;
     const T = f.x?.shape[0] ?? f.tokens!.length;
-    const S = past + T;
-    if (!(T >= 1 && S <= fusedSlots(s))) throw new Error(`fused decoding: ${T} new rows after ${past} cached slots exceed the cache's ${fusedSlots(s)} slots (the ${s.positions}-token window + ${TREE_SLOTS} for a tree's nodes)`);
-    if (store.owner !== this) this.bind(store);
-    this.refreshWeights(param);
-    // the step's io words: header, taps, tokens, positions, mask
-    const io = this.ioWords;
-    const words = new Uint32Array(this.staging);
-    const floats = new Float32Array(this.staging);
+    const S = this.begin(store, past, T, param);
     const taps = [...f.taps].sort((a, c) => a - c);
     const width = (taps.length + (f.normedFeatures ? 1 : 0)) * s.C;
-    words.fill(NONE, 0, io.tokens);
-    words[H_T] = T;
-    words[H_PAST] = past;
-    words[H_S] = S;
-    words[H_CAUSAL] = f.mask ? 0 : 1;
-    words[H_EMBED] = f.tokens && !f.x ? f.from : NONE;
-    words[H_NORMTAP] = f.normedFeatures ? taps.length * s.C : NONE;
-    words[H_FW] = width;
-    taps.forEach((l, i) => (words[io.taps + l - 1] = i * s.C));
-    let used = io.tokens;
-    if (f.tokens) {
-      const positions = f.positions ?? f.tokens.map((_, i) => past + i);
-      words.set(f.tokens, io.tokens);
-      words.set(positions, io.positions);
-      used = io.positions + T;
-    }
-    let maskOnGpu: unknown = null;
-    if (f.mask) {
-      const m = b.tensorMap.get(f.mask.dataId);
-      if (m.values) {
-        floats.set(m.values as Float32Array, io.mask);
-        used = io.mask + T * S;
-      } else {
-        maskOnGpu = m.resource;
-      }
-    }
-    b.device.queue.writeBuffer(this.io, 0, this.staging, 0, 4 * used);
-    let xOnGpu: unknown = null;
-    if (f.x) {
-      const x = b.tensorMap.get(f.x.dataId);
-      if (x.values) b.device.queue.writeBuffer(this.act, 4 * this.acts.z, new Float32Array(x.values as Float32Array).buffer, 0, 4 * T * s.C);
-      else xOnGpu = x.resource;
-    }
-    b.ensureCommandEncoderReady();
-    b.endComputePassEncoder();
-    const enc = b.commandEncoder!;
-    if (maskOnGpu) enc.copyBufferToBuffer(maskOnGpu as GBuffer, 0, this.io, 4 * io.mask, 4 * T * S);
-    if (xOnGpu) enc.copyBufferToBuffer(xOnGpu as GBuffer, 0, this.act, 4 * this.acts.z, 4 * T * s.C);
+    const enc = this.upload(T, S, f.tokens && (f.positions ?? f.tokens.map((_, i) => past + i)), f.tokens, f.mask, f.x);
     const pass = enc.beginComputePass();
-    const p = this.programs;
     pass.setBindGroup(0, store.group!);
     if (f.draftInput) {
-      if (!p.draftIn || !f.x || !f.tokens) throw new Error('fused decoding: a drafter input needs a drafter shape, its states and its tokens');
-      pass.setBindGroup(1, this.layerGroups[0]);
-      pass.setPipeline(p.draftIn);
-      pass.dispatchWorkgroups(1, T);
-      fusedDispatches.count += 1;
+      if (!this.programs.pipelines.draftIn || !f.x || !f.tokens) throw new Error('fused decoding: a drafter input needs a drafter shape, its states and its tokens');
+      this.dispatch(pass, 'draftIn', { T }, 1, T);
     }
+    const causal = f.mask ? 0 : 1;
     for (let l = f.from; l < f.to; l++) {
-      pass.setBindGroup(1, this.layerGroups[l]);
-      pass.setPipeline(p.qkv);
-      pass.dispatchWorkgroups(Math.ceil((3 * s.C) / WG), T);
-      pass.setPipeline(p.rest);
-      pass.dispatchWorkgroups(T);
+      const tap = taps.indexOf(l + 1);
+      this.block(pass, { layer: l, T, past, S, causal, embed: f.tokens && !f.x && l === f.from ? 1 : 0, fw: width, tapCol: tap < 0 ? NONE : tap * s.C });
     }
-    if (f.head) {
-      pass.setBindGroup(1, this.layerGroups[0]);
-      pass.setPipeline(p.head);
-      pass.dispatchWorkgroups(Math.ceil(s.vocab / WG), T);
-    }
+    if (f.head) this.dispatch(pass, 'head', { T, fw: width, normTap: f.normedFeatures ? taps.length * s.C : NONE }, Math.ceil(s.vocab / WG), T);
     pass.end();
-    fusedDispatches.count += 2 * (f.to - f.from) + (f.head ? 1 : 0);
     const features = this.output(enc, this.acts.feat, [T, width]);
     const logits = f.head ? this.output(enc, this.acts.logits, [T, s.vocab]) : null;
-    b.submitQueue();
+    this.submit();
     return { features: features as tf.Tensor2D, logits: logits as tf.Tensor2D | null };
+  }
+
+  /**
+   * A greedy chain drafted on the GPU in one submission (the feature drafter, DecodeShape.draftInput): the catch-up
+   * rows (states g [n, C] after `past` cached slots, with their tokens) stay in `store`; then `depth − 1` rows of the
+   * drafter's own predictions, each fed the argmax of the row before. Returns the `depth` drafted tokens as a float32
+   * tensor (one read); the chain's rows are left in `store` after the catch-up rows, for the caller to drop.
+   */
+  draftChain(store: WebGpuKVStore, past: number, g: tf.Tensor, tokens: number[], depth: number, param: ParamLookup): tf.Tensor1D {
+    const s = this.shape;
+    const n = tokens.length;
+    if (!this.programs.pipelines.draftIn || depth < 1 || depth > MAX_CHAIN) throw new Error(`fused decoding: a drafted chain needs a drafter shape and 1 ≤ depth ≤ ${MAX_CHAIN}, got ${depth}`);
+    this.begin(store, past, n + depth - 1, param);
+    const enc = this.upload(n, past + n, null, tokens, undefined, g);
+    const pass = enc.beginComputePass();
+    pass.setBindGroup(0, store.group!);
+    for (let d = 0; d < depth; d++) {
+      const T = d === 0 ? n : 1;
+      const at = d === 0 ? past : past + n + d - 1;
+      this.dispatch(pass, 'draftIn', { T, tokenSlot: d === 0 ? NONE : d - 1 }, 1, T);
+      for (let l = 0; l < s.nLayer; l++) this.block(pass, { layer: l, T, past: at, S: at + T, causal: 1 });
+      this.dispatch(pass, 'head', { T }, Math.ceil(s.vocab / WG), T);
+      this.dispatch(pass, 'argmax', { row: T - 1, slot: d }, 1);
+    }
+    pass.end();
+    const out = this.output(enc, this.acts.tokens, [depth]);
+    this.submit();
+    return out as tf.Tensor1D;
   }
 
   /** Medusa heads 1..K at row `row` of `features` [R, C] (the normalised last hidden states): their logits [K, V]. */
   medusaLogits(features: tf.Tensor, row: number, K: number, param: ParamLookup): tf.Tensor2D {
     const s = this.shape;
-    const b = this.backend;
-    if (!this.programs.medusa || K > s.medusaHeads) throw new Error(`fused decoding: this model's programs run ${s.medusaHeads} Medusa heads, asked for ${K}`);
+    if (!this.programs.pipelines.medusa || K > s.medusaHeads) throw new Error(`fused decoding: this model's programs run ${s.medusaHeads} Medusa heads, asked for ${K}`);
     const R = features.shape[0];
     if (R > fusedSlots(s)) throw new Error(`fused decoding: ${R} feature rows exceed ${fusedSlots(s)}`);
-    this.refreshWeights(param);
     this.dummy ??= this.newStore();
-    const words = new Uint32Array(this.staging);
-    words[H_ROW] = row;
-    b.device.queue.writeBuffer(this.io, 0, this.staging, 0, 4 * HEADER);
-    const x = b.tensorMap.get(features.dataId);
-    if (x.values) b.device.queue.writeBuffer(this.act, 4 * this.acts.z, new Float32Array(x.values as Float32Array).buffer, 0, 4 * R * s.C);
-    b.ensureCommandEncoderReady();
-    b.endComputePassEncoder();
-    const enc = b.commandEncoder!;
-    if (!x.values) enc.copyBufferToBuffer(x.resource as GBuffer, 0, this.act, 4 * this.acts.z, 4 * R * s.C);
+    this.refreshWeights(param);
+    const enc = this.upload(R, 0, null, undefined, undefined, features);
     const pass = enc.beginComputePass();
     pass.setBindGroup(0, this.dummy.group!);
-    pass.setBindGroup(1, this.layerGroups[0]);
-    pass.setPipeline(this.programs.medusa);
-    pass.dispatchWorkgroups(Math.ceil(s.vocab / WG), K);
+    this.dispatch(pass, 'medusa', { row }, Math.ceil(s.vocab / WG), K);
     pass.end();
-    fusedDispatches.count += 1;
     const out = this.output(enc, this.acts.medusa, [K, s.vocab]);
-    b.submitQueue();
+    this.submit();
     return out as tf.Tensor2D;
   }
 
   /** Moves cache slots `src` to [dst, dst + n) in every layer (see the gather program). */
   gather(store: WebGpuKVStore, src: number[], dst: number): void {
-    const b = this.backend;
-    const words = new Uint32Array(this.staging);
-    words[H_GATHER_N] = src.length;
-    words[H_GATHER_DST] = dst;
-    words.set(src, this.ioWords.tokens);
-    // the header's other words are rewritten by the next forward; only these are read by the gather
-    b.device.queue.writeBuffer(this.io, 0, this.staging, 0, 4 * (this.ioWords.tokens + src.length));
-    b.ensureCommandEncoderReady();
-    b.endComputePassEncoder();
-    const pass = b.commandEncoder!.beginComputePass();
+    const enc = this.upload(0, 0, null, src, undefined, undefined);
+    const pass = enc.beginComputePass();
     pass.setBindGroup(0, store.group!);
-    pass.setBindGroup(1, this.layerGroups[0]);
-    pass.setPipeline(this.programs.gather);
-    pass.dispatchWorkgroups(Math.ceil(this.shape.C / WG), 2 * this.shape.nLayer);
+    this.dispatch(pass, 'gather', { T: src.length, past: dst }, Math.ceil(this.shape.C / WG), 2 * this.shape.nLayer);
     pass.end();
-    fusedDispatches.count += 1;
-    b.submitQueue();
+    this.submit();
   }
 
   dispose(): void {
     this.dummy?.dispose();
-    for (const buf of [this.weights, this.io, this.act, ...this.layerUniforms]) buf.destroy();
+    for (const buf of [this.weights, this.io, this.act, this.callBuffer]) buf.destroy();
+  }
+
+  /** Checks the rows fit, binds the store and refreshes the weights; returns S = past + T. */
+  private begin(store: WebGpuKVStore, past: number, T: number, param: ParamLookup): number {
+    const s = this.shape;
+    const S = past + T;
+    if (!(T >= 1 && S <= fusedSlots(s))) throw new Error(`fused decoding: ${T} new rows after ${past} cached slots exceed the cache's ${fusedSlots(s)} slots (the ${s.positions}-token window + ${TREE_SLOTS} for a tree's nodes)`);
+    if (store.owner !== this) this.bind(store);
+    this.refreshWeights(param);
+    return S;
+  }
+
+  /**
+   * Writes a submission's inputs (tokens, positions, mask [T, S], input rows x [T, C]) and returns the backend's
+   * command encoder, ready for a compute pass.
+   */
+  private upload(T: number, S: number, positions: number[] | null | undefined, tokens: number[] | undefined, mask: tf.Tensor | undefined, x: tf.Tensor | undefined): GEncoder {
+    const b = this.backend;
+    const io = this.ioWords;
+    const words = new Uint32Array(this.staging);
+    let used = 0;
+    if (tokens) {
+      words.set(tokens, io.tokens);
+      used = io.tokens + tokens.length;
+    }
+    if (positions) {
+      words.set(positions, io.positions);
+      used = io.positions + positions.length;
+    }
+    let maskOnGpu: unknown = null;
+    if (mask) {
+      const m = b.tensorMap.get(mask.dataId);
+      if (m.values) {
+        new Float32Array(this.staging).set(m.values as Float32Array, io.mask);
+        used = io.mask + T * S;
+      } else {
+        maskOnGpu = m.resource;
+      }
+    }
+    if (used > 0) b.device.queue.writeBuffer(this.io, 0, this.staging, 0, 4 * used);
+    let xOnGpu: unknown = null;
+    if (x) {
+      const d = b.tensorMap.get(x.dataId);
+      const n = x.size;
+      if (d.values) b.device.queue.writeBuffer(this.act, 4 * this.acts.z, Float32Array.from(d.values as Float32Array).buffer, 0, 4 * n);
+      else xOnGpu = d.resource;
+    }
+    b.ensureCommandEncoderReady();
+    b.endComputePassEncoder();
+    const enc = b.commandEncoder!;
+    if (maskOnGpu) enc.copyBufferToBuffer(maskOnGpu as GBuffer, 0, this.io, 4 * io.mask, 4 * T * S);
+    if (xOnGpu) enc.copyBufferToBuffer(xOnGpu as GBuffer, 0, this.act, 4 * this.acts.z, 4 * x!.size);
+    return enc;
+  }
+
+  /** One block over T rows: its two programs. */
+  private block(pass: GPass, c: Call): void {
+    const offset = this.calls.add(c);
+    pass.setBindGroup(1, this.callGroup, [offset]);
+    pass.setPipeline(this.programs.pipelines.qkv!);
+    pass.dispatchWorkgroups(Math.ceil((3 * this.shape.C) / WG), c.T!);
+    pass.setPipeline(this.programs.pipelines.rest!);
+    pass.dispatchWorkgroups(c.T!);
+    fusedDispatches.count += 2;
+  }
+
+  private dispatch(pass: GPass, name: ProgramName, c: Call, x: number, y = 1): void {
+    pass.setBindGroup(1, this.callGroup, [this.calls.add(c)]);
+    pass.setPipeline(this.programs.pipelines[name]!);
+    pass.dispatchWorkgroups(x, y);
+    fusedDispatches.count += 1;
+  }
+
+  /** Writes the call records, then submits the backend's commands (this submission's and any tfjs recorded before). */
+  private submit(): void {
+    this.calls.flush(this.backend.device, this.callBuffer);
+    this.backend.submitQueue();
   }
 
   private bind(store: WebGpuKVStore): void {
@@ -822,20 +902,20 @@ export class GpuDecodeModel {
     });
   }
 
-  /** A new float32 tensor [rows, cols] copied from scratch at float offset `at`. */
-  private output(enc: GEncoder, at: number, shape: [number, number]): tf.Tensor {
+  /** A new float32 tensor of `shape` copied from scratch at float offset `at`. */
+  private output(enc: GEncoder, at: number, shape: number[]): tf.Tensor {
     const b = this.backend;
     const info = b.makeTensorInfo(shape, 'float32');
     b.uploadToGPU(info.dataId);
-    enc.copyBufferToBuffer(this.act, 4 * at, b.tensorMap.get(info.dataId).resource as GBuffer, 0, 4 * shape[0] * shape[1]);
+    enc.copyBufferToBuffer(this.act, 4 * at, b.tensorMap.get(info.dataId).resource as GBuffer, 0, 4 * shape.reduce((x, y) => x * y, 1));
     return tf.engine().makeTensorFromTensorInfo(info, tf.backend());
   }
 }
 
-/** The fused state of each parameter map (one per model), made on first use. */
+/** The fused state of each model (keyed by an object the model owns), made on first use. */
 const models = new WeakMap<object, GpuDecodeModel>();
 
-/** The fused decoding state of the model whose parameters are `key`, or null where the path does not apply. */
+/** The fused decoding state of the model keyed by `key`, or null where the path does not apply. */
 export function gpuDecodeModel(key: object, shape: DecodeShape): GpuDecodeModel | null {
   const b = webgpuBackend();
   if (!b || !fusedDecodeSupports(shape, b.device)) return null;

@@ -31,7 +31,7 @@ import { drafterShape } from '../decode/tree_shape';
 import { resolveDynamicTree } from '../decode/dynamic_tree';
 import { nativeKernels } from '../backend/wasm_native';
 import { BlockSlot, decodeBlockSupports, fusedDraftRows } from '../backend/wasm_decode_block';
-import { gpuDecodeModel, webgpuBackend } from '../backend/webgpu_decode';
+import { gpuDecodeModel, WEBGPU_DRAFT_CHAIN_FLAG, webgpuBackend } from '../backend/webgpu_decode';
 import { Rng } from '../util/rng';
 import { CacheSet } from './cache_set';
 import { FeatureDrafter } from './feature_drafter';
@@ -184,12 +184,36 @@ export class FeatureModel implements MtpModel {
     const gpu = gpuDecodeModel(this.gpuDraftKey, { ...this.trunk.decodeShape(), nLayer: L, draftInput: true, medusaHeads: 0 });
     const store = gpu && cache.gpuStore(gpu);
     if (!gpu || !store) return null;
-    const lookup = (name: string) =>
-      /^l\d+\./.test(name) ? param(this.params, DRAFT_PREFIX + name) : name === 'projG' ? tables.projG : name === 'tokenTable' ? tables.tokenTable : param(this.params, name);
     const R = g.shape[0];
-    const out = gpu.forward(store, cache.length, { x: g, tokens: Array.from(ids), mask, draftInput: true, from: 0, to: L, taps: [L], head: true }, lookup);
+    const out = gpu.forward(store, cache.length, { x: g, tokens: Array.from(ids), mask, draftInput: true, from: 0, to: L, taps: [L], head: true }, this.draftLookup(tables));
     cache.advanceLayers(0, L, R);
     return { f: out.features, logits: out.logits! };
+  }
+
+  /**
+   * A greedy chain drafted on the GPU in one submission (backend/webgpu_decode.ts draftChain): catch-up rows g [n, C]
+   * with their tokens stay in `cache`, then depth − 1 rows of the drafter's own predictions; the chain rows are dropped
+   * again. Returns the `depth` drafted tokens, or null where that path does not apply.
+   */
+  async draftChainWebGpu(g: tf.Tensor2D, tokens: number[], cache: KVCache, tables: DraftTables, depth: number): Promise<number[] | null> {
+    if (!webgpuBackend() || !tf.env().getBool(WEBGPU_DRAFT_CHAIN_FLAG)) return null;
+    const L = this.mtp.layers;
+    const gpu = gpuDecodeModel(this.gpuDraftKey, { ...this.trunk.decodeShape(), nLayer: L, draftInput: true, medusaHeads: 0 });
+    const store = gpu && cache.gpuStore(gpu);
+    if (!gpu || !store) return null;
+    const past = cache.length;
+    const n = tokens.length;
+    const out = gpu.draftChain(store, past, g, tokens, depth, this.draftLookup(tables));
+    cache.advanceLayers(0, L, n);
+    const ids = await out.data();
+    out.dispose();
+    return Array.from(ids);
+  }
+
+  /** The drafter's parameters by the names the fused programs use (its blocks as l<i>., its tables). */
+  private draftLookup(tables: DraftTables): (name: string) => tf.Tensor {
+    return (name) =>
+      /^l\d+\./.test(name) ? param(this.params, DRAFT_PREFIX + name) : name === 'projG' ? tables.projG : name === 'tokenTable' ? tables.tokenTable : param(this.params, name);
   }
 
   draftTables(): DraftTables {

@@ -20,7 +20,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { CommitInfo, DraftContext, Drafter, DynamicTreeOptions } from '../decode/drafter';
 import type { ChildDraw, DraftTree } from '../decode/draft_tree';
-import { rootOnly } from '../decode/draft_tree';
+import { DETERMINISTIC, rootOnly } from '../decode/draft_tree';
 import { checkDynamicOptions, DynamicTree, dynamicTreeName } from '../decode/dynamic_tree';
 import type { TreeChoices } from '../decode/tree';
 import { pickChildren, TreeShape } from '../decode/tree_shape';
@@ -41,6 +41,8 @@ export class FeatureDrafter implements Drafter {
   private windowStart = -1;
   private readonly tables: DraftTables;
 
+  /** A chain of top-1 drafts (greedy drafting can then run on the GPU in one submission). */
+  private readonly chain: boolean = false;
   /** Set for a dynamic tree (then `shape` is unused). */
   private readonly dynamic: DynamicTreeOptions | null;
 
@@ -59,6 +61,7 @@ export class FeatureDrafter implements Drafter {
       this.dynamic = null;
       this.shape = new TreeShape(tree.choices);
       this.maxDepth = this.shape.depth;
+      this.chain = this.shape.paths.length === this.maxDepth + 1 && this.shape.childRanks.every((r) => r.length === 0 || (r.length === 1 && r[0] === 0));
       const kind = tree.choices.length === this.maxDepth ? 'chain' : `${tree.choices.length + 1}-node tree`;
       this.name = `feature drafter ${kind} k=${this.maxDepth + 1}`;
     }
@@ -86,6 +89,10 @@ export class FeatureDrafter implements Drafter {
     const depth = Math.min(this.maxDepth, ctx.maxDepth);
     if (depth === 0 || a < this.windowStart || this.hold === null) return rootOnly(root);
     if (this.dynamic) return this.proposeDynamic(ctx, a, depth);
+    if (this.chain && !ctx.sample) {
+      const chain = await this.chainOnGpu(ctx.seq, a, depth);
+      if (chain) return chain;
+    }
     const s = this.shape;
     const V = this.model.config.vocabSize;
     const tree = { tokens: [root], parents: [-1], draws: [] as (ChildDraw | undefined)[] };
@@ -118,6 +125,30 @@ export class FeatureDrafter implements Drafter {
       this.cache.truncate(this.end - this.windowStart); // tree rows read drafts: they do not stay
     }
     return tree;
+  }
+
+  /**
+   * A greedy chain drafted on the GPU in one submission and one read (FeatureModel.draftChainWebGpu): the same rows and
+   * tokens as the catch-up and the depth-by-depth rows below. Null where that path does not apply.
+   */
+  private async chainOnGpu(seq: readonly number[], a: number, depth: number): Promise<DraftTree | null> {
+    const hold = this.hold!;
+    const n = a + 1 - this.end;
+    if (hold.shape[0] !== n) throw new Error(`feature drafter: holds features for ${hold.shape[0]} positions, expected ${n}`);
+    const g = tf.tidy(() => this.model.inputStates(hold)); // [n, C]
+    try {
+      const drafted = await this.model.draftChainWebGpu(g, seq.slice(this.end + 1, a + 2) as number[], this.cache, this.tables, depth);
+      if (!drafted) return null;
+      this.draftForwards += depth;
+      hold.dispose();
+      this.hold = null;
+      this.end = a + 1;
+      this.cache.truncate(this.end - this.windowStart); // the chain's rows read drafts: they do not stay
+      const root = seq[seq.length - 1];
+      return { tokens: [root, ...drafted], parents: [-1, ...drafted.map((_, i) => i)], draws: drafted.map(() => DETERMINISTIC) };
+    } finally {
+      if (g !== hold) g.dispose(); // inputStates is the identity for 'last' features
+    }
   }
 
   /** The dynamic tree (EAGLE-2, decode/dynamic_tree.ts): one drafter forward per depth over the frontier's rows. */
