@@ -12,7 +12,10 @@
  *
  *   npm run bench:gpu -- [--presets=small,medium,deep] [--models=zoo:code-medusa1-k5,zoo:code-feature] [--torch=false]
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import * as tf from '@tensorflow/tfjs';
@@ -111,6 +114,8 @@ async function main() {
     .option('torch', { type: 'boolean', default: true, describe: 'also time the PyTorch twin on CUDA' })
     .option('promptsFile', { type: 'string', describe: 'JSON file of the zoo models’ prompts per corpus, read instead of the corpora (for a machine without them); with --writePrompts, written from the corpora' })
     .option('writePrompts', { type: 'boolean', default: false, describe: 'only write --promptsFile and exit' })
+    .option('isolate', { type: 'boolean', default: true, describe: 'time each zoo model in a process of its own (in one long process later models decode slower: see arDrift)' })
+    .option('partFile', { type: 'string', hidden: true, describe: 'internal: a child process writes its zoo rows here' })
     .option('name', { type: 'string', default: 'gpu_decode_fused', describe: 'results file and README block name' })
     .option('readme', { type: 'boolean', default: true, describe: 'write the tables into README.md' })
     .strict()
@@ -181,9 +186,22 @@ async function main() {
     model.dispose();
     return median(tps);
   };
-  const arBefore = argv.models ? await arCheck() : NaN;
+  const models = argv.models.split(',').filter(Boolean);
+  const isolate = argv.isolate && !argv.partFile && models.length > 0;
+  const arBefore = models.length > 0 && !argv.partFile ? await arCheck() : NaN;
   const spec: (SpeedRow & { model: string })[] = [];
-  for (const name of argv.models.split(',').filter(Boolean)) {
+  if (isolate) {
+    // one child process per model, the same flags otherwise
+    const keep = process.argv.slice(2).filter((a) => !/^--(models|presets|torch|readme|name|partFile|isolate)(=|$)/.test(a));
+    for (const name of models) {
+      const part = path.join(os.tmpdir(), `gpu_decode_part.${process.pid}.json`);
+      const r = spawnSync(process.execPath, [...process.execArgv, process.argv[1], ...keep, `--models=${name}`, '--presets=', '--torch=false', '--readme=false', `--partFile=${part}`], { stdio: 'inherit' });
+      if (r.status !== 0) throw new Error(`the child process for ${name} failed (exit ${r.status})`);
+      spec.push(...(JSON.parse(fs.readFileSync(part, 'utf8')) as typeof spec));
+      fs.rmSync(part, { force: true });
+    }
+  }
+  for (const name of isolate ? [] : models) {
     const { model, config } = loadZooModel(name.replace(/^zoo:/, ''));
     const prompts = promptsFor(config.train.corpus);
     const k = model.draftK ?? model.k;
@@ -204,7 +222,11 @@ async function main() {
     model.dispose();
   }
 
-  const arAfter = argv.models ? await arCheck() : NaN;
+  if (argv.partFile) {
+    fs.writeFileSync(argv.partFile, JSON.stringify(spec));
+    return;
+  }
+  const arAfter = models.length > 0 ? await arCheck() : NaN;
   if (argv.models) console.log(`AR on code-ar before / after the zoo comparisons: ${arBefore.toFixed(0)} / ${arAfter.toFixed(0)} tokens/s`);
   const command = `npm run bench:gpu -- ${process.argv.slice(2).join(' ')}`.trim();
   const results = { machine: machine(), adapter: backendInfo().detail, command, cacheLength: argv.cache, latencies, torch: { info: twinInfo, kvCacheMs: twin }, arDrift: { before: arBefore, after: arAfter }, spec };
@@ -228,7 +250,7 @@ async function main() {
     const m = results.machine;
     updateReadme(
       argv.name,
-      `${results.adapter}; ${m.cpu}, Node ${m.node}, tfjs ${m.tfjs}; \`${command}\`. Random weights for the latency rows (median of ${argv.runs}; forwards on a ${argv.cache}-token cache, logits read back; AR over ${argv.arTokens} tokens), PyTorch ${typeof twinInfo === 'object' ? String(twinInfo.torch) : ''} eager fp32 on the same GPU in the same run. Zoo models: ${argv.prompts} validation prompts × ${argv.tokens} tokens × ${argv.specRuns} runs, medians.\n\n${lat}\n\n${sp}`,
+      `${results.adapter}; ${m.cpu}, Node ${m.node}, tfjs ${m.tfjs}; \`${command}\`. Random weights for the latency rows (median of ${argv.runs}; forwards on a ${argv.cache}-token cache, logits read back; AR over ${argv.arTokens} tokens), PyTorch ${typeof twinInfo === 'object' ? String(twinInfo.torch) : ''} eager fp32 on the same GPU in the same run. Zoo models: ${argv.prompts} validation prompts × ${argv.tokens} tokens × ${argv.specRuns} runs, medians${isolate ? ", each model in a process of its own" : ""}; greedy AR on code-ar in the parent process before and after them: ${arBefore.toFixed(0)} / ${arAfter.toFixed(0)} tokens/s.\n\n${lat}\n\n${sp}`,
     );
   }
 }

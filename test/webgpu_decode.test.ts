@@ -214,6 +214,40 @@ describe('fused webgpu decoding forward', { timeout: 120_000 }, () => {
     }
   });
 
+  it("every drafter's proposals on the fused programs (Medusa heads, parallel heads' blocks, sequential modules, the feature drafter) equal its proposals on plain ops, chain and tree, on peaked weights", async (ctx) => {
+    needAdapter(ctx);
+    const drafters: [string, MtpConfig][] = [
+      ['medusa', { ...MTP_DEFAULTS.medusa, heads: 3 }],
+      ['parallel', { ...MTP_DEFAULTS.parallel, k: 3 }],
+      ['sequential', { ...MTP_DEFAULTS.sequential, depth: 2 }],
+      ['feature', { ...MTP_DEFAULTS.feature }],
+    ];
+    for (const [name, mtp] of drafters) {
+      const m: MtpModel = createModel({ ...nano, seed: 41, initStd: 0.3, mtp }); // peaked logits: no near-ties between the two paths
+      const prompt = randomTokens(6, 256, 6);
+      for (const opts of [{}, { tree: denseTree(2) }]) {
+        const record = async (fused: boolean) => {
+          tf.env().set(WEBGPU_DECODE_FLAG, fused);
+          try {
+            const before = fusedDispatches.count;
+            const rec = new RecordingDrafter(m.drafter(opts));
+            const out = await decode(m, rec, prompt, { maxNewTokens: 40 });
+            return { trees: rec.records.map((r) => [r.tree.tokens, r.tree.parents]), tokens: out.tokens, dispatches: fusedDispatches.count - before };
+          } finally {
+            tf.env().set(WEBGPU_DECODE_FLAG, true);
+          }
+        };
+        const plain = await record(false);
+        const fused = await record(true);
+        expect(plain.dispatches).toBe(0);
+        expect(fused.dispatches).toBeGreaterThan(0);
+        expect(fused.trees, `${name} ${JSON.stringify(opts)}`).toEqual(plain.trees);
+        expect(fused.tokens).toEqual(plain.tokens);
+      }
+      m.dispose();
+    }
+  });
+
   const variants: [string, MtpConfig][] = [
     ['medusa', { ...MTP_DEFAULTS.medusa, heads: 3 }],
     ['parallel', { ...MTP_DEFAULTS.parallel, k: 3 }],

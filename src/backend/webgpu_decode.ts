@@ -152,6 +152,8 @@ export interface FusedForward {
   taps: number[];
   /** Also the final LayerNorm + unembedding → logits [T, V]. */
   head: boolean;
+  /** With `head`: hand out the last row's logits only, [1, V]. */
+  lastRowLogits?: boolean;
   /** With `head`: the features are the normalised last rows instead of the taps. */
   normedFeatures?: boolean;
 }
@@ -677,7 +679,7 @@ export class GpuDecodeModel {
   /** The tfjs tensor (data id) each packed parameter was copied from. */
   private copiedFrom: (object | null)[];
   private readonly staging: ArrayBuffer;
-  /** A cache for the programs that use none (the Medusa heads). */
+  /** A cache for the programs that use none (the Medusa heads, the head over given rows). */
   private dummy: WebGpuKVStore | null = null;
 
   constructor(
@@ -732,9 +734,26 @@ export class GpuDecodeModel {
     if (f.head) this.dispatch(pass, 'head', { T, fw: width, normTap: f.normedFeatures ? taps.length * s.C : NONE }, Math.ceil(s.vocab / WG), T);
     pass.end();
     const features = this.output(enc, this.acts.feat, [T, width]);
-    const logits = f.head ? this.output(enc, this.acts.logits, [T, s.vocab]) : null;
+    const logits = !f.head ? null : f.lastRowLogits ? this.output(enc, this.acts.logits + (T - 1) * s.vocab, [1, s.vocab]) : this.output(enc, this.acts.logits, [T, s.vocab]);
     this.submit();
     return { features: features as tf.Tensor2D, logits: logits as tf.Tensor2D | null };
+  }
+
+  /** The final LayerNorm + unembedding of rows x [R, C] (no cache): logits [R, V]. */
+  headRows(x: tf.Tensor, param: ParamLookup): tf.Tensor2D {
+    const s = this.shape;
+    const R = x.shape[0];
+    if (R < 1 || R > fusedSlots(s)) throw new Error(`fused decoding: ${R} rows for the head, allowed 1..${fusedSlots(s)}`);
+    this.dummy ??= this.newStore();
+    this.refreshWeights(param);
+    const enc = this.upload(R, 0, null, undefined, undefined, x);
+    const pass = enc.beginComputePass();
+    pass.setBindGroup(0, this.dummy.group!);
+    this.dispatch(pass, 'head', { T: R }, Math.ceil(s.vocab / WG), R);
+    pass.end();
+    const out = this.output(enc, this.acts.logits, [R, s.vocab]);
+    this.submit();
+    return out as tf.Tensor2D;
   }
 
   /**

@@ -30,6 +30,7 @@ import type { BackwardMode } from '../config';
 import type { DecodeOptions, LossAndGrads, LossOutput, MtpModel } from './mtp_model';
 import { jointLossAndGrads } from './mtp_model';
 import { KVCache } from './kv_cache';
+import { gpuDecodeModel, webgpuBackend } from '../backend/webgpu_decode';
 import { attendQKV, block, layerNorm, mlpRows, param, project } from './layers';
 import { addBlockParams, nextScope, ParamFactory, ParamMap } from './params';
 import { crossEntropy, Transformer } from './transformer';
@@ -173,6 +174,14 @@ export class ParallelModel implements MtpModel {
     return this.trunk.newCache();
   }
 
+  /** The key of head h's fused webgpu state (2 ≤ h ≤ k). */
+  gpuHeadKey(h: number): object {
+    if (!this.gpuKeys.has(h)) this.gpuKeys.set(h, {});
+    return this.gpuKeys.get(h)!;
+  }
+
+  private readonly gpuKeys = new Map<number, object>();
+
   /** Trunk and head 1 over new tokens [T]: next-token logits [T, V]; features = the shared trunk's output z [T, C]. */
   verifyForward(tokens: number[], cache: KVCache, opts: VerifyOptions = {}): { logits: tf.Tensor2D; features: tf.Tensor2D } {
     const T = tokens.length;
@@ -248,18 +257,51 @@ class ParallelHeads implements HeadsSource {
   }
 
   logits(info: CommitInfo, depth: number): tf.Tensor2D {
-    if (info.reset) for (const c of this.caches) c.dispose();
+    if (info.reset) for (const c of [...this.caches, ...(this.gpuCaches ?? [])]) c.dispose();
     const rows = info.rows;
     const contiguous = rows.every((r, i) => r === rows[0] + i);
     const z = (contiguous ? tf.slice(info.features, [rows[0], 0], [rows.length, -1]) : tf.gather(info.features, tf.tensor1d(rows as number[], 'int32'))) as tf.Tensor2D; // [R, C]
     this.forwards += 1;
+    const fused = this.logitsWebGpu(z, depth);
+    if (fused) return fused;
     const h = this.folded ? this.batchedLastRow(z, depth) : this.model.headsLastRow(z, this.caches.slice(0, depth)); // [depth, C]
     return tf.reshape(this.model.trunk.unembed(tf.reshape(h, [1, depth, -1]) as tf.Tensor3D), [depth, -1]) as tf.Tensor2D; // [depth, V]
   }
 
   dispose(): void {
-    for (const c of this.caches) c.dispose();
+    for (const c of [...this.caches, ...(this.gpuCaches ?? [])]) c.dispose();
     if (this.folded) tf.dispose(Object.values(this.folded));
+  }
+
+  /** Per head, its cache on the fused webgpu path (made on first use there). */
+  private gpuCaches: KVCache[] | null = null;
+
+  /**
+   * Heads 2..depth+1 as the fused webgpu programs (backend/webgpu_decode.ts): each head's blocks over the new rows z
+   * [R, C] on its own cache kept on the GPU, then the shared head at the last row: [depth, V]. Null where that path does
+   * not apply.
+   */
+  private logitsWebGpu(z: tf.Tensor2D, depth: number): tf.Tensor2D | null {
+    if (!webgpuBackend()) return null;
+    const m = this.model;
+    const L = m.headLayers;
+    this.gpuCaches ??= Array.from({ length: this.heads }, () => new KVCache(L));
+    const rows: tf.Tensor2D[] = [];
+    for (let i = 0; i < depth; i++) {
+      const h = i + 2;
+      const gpu = gpuDecodeModel(m.gpuHeadKey(h), { ...m.trunk.decodeShape(), nLayer: L, draftInput: false, medusaHeads: 0 });
+      const cache = this.gpuCaches[i];
+      const store = gpu && cache.gpuStore(gpu);
+      if (!gpu || !store) {
+        tf.dispose(rows);
+        return null;
+      }
+      const lookup = (name: string) => (/^l\d+\./.test(name) ? param(m.params, `h${h}.${name}`) : param(m.params, name));
+      const out = gpu.forward(store, cache.length, { x: z, from: 0, to: L, taps: [L], head: true, lastRowLogits: true }, lookup);
+      cache.advanceLayers(0, L, z.shape[0]);
+      rows.push(out.logits!);
+    }
+    return rows.length === 1 ? rows[0] : (tf.concat(rows, 0) as tf.Tensor2D); // [depth, V]
   }
 
   /** One-block heads 2..n+1 batched over new rows z [R, C] → their outputs at the last row [n, C]. */

@@ -35,6 +35,7 @@ import { block, param, project } from './layers';
 import { addBlockParams, nextScope, ParamFactory, ParamMap } from './params';
 import { rmsNorm } from './rmsnorm';
 import { crossEntropy, Transformer } from './transformer';
+import { gpuDecodeModel, webgpuBackend } from '../backend/webgpu_decode';
 
 /** λ at a fraction of training done (undefined = evaluation, treated as the end of training). */
 export function lambdaAt(mtp: SequentialMtp, progress = 1): number {
@@ -197,11 +198,36 @@ export class SequentialModel implements MtpModel {
    */
   moduleRows(m: number, hidden: tf.Tensor2D, tokens: tf.Tensor1D, mask: tf.Tensor2D, cache: KVCache, tables: { projH: tf.Tensor2D; tokenTable: tf.Tensor2D }): tf.Tensor2D {
     if (!Number.isInteger(m) || m < 1 || m > this.depth) throw new Error(`moduleRows: m must be an integer in [1, ${this.depth}], got ${m}`);
+    const fused = this.moduleRowsWebGpu(m, hidden, tokens, mask, cache, tables);
+    if (fused) return fused;
     const [R, C] = hidden.shape;
     const n = tf.mul(hidden, tf.rsqrt(tf.add(tf.mean(tf.square(hidden), -1, true), this.config.normEps))) as tf.Tensor2D; // n(h) [R, C]
     const merged = project(n, tables.projH, undefined, tf.gather(tables.tokenTable, tokens)); // h′ [R, C]
     const h = block(tf.reshape(merged, [1, R, C]), this.params, `m${m}.`, this.config.nHead, this.config.normEps, { mask, cache, layer: 0 }); // [1, R, C]
     return tf.reshape(h, [R, C]);
+  }
+
+  /** Keys of each module's fused webgpu state. */
+  private readonly gpuKeys = new Map<number, object>();
+
+  /**
+   * moduleRows as the fused webgpu programs (backend/webgpu_decode.ts; the same input rule as the feature drafter's:
+   * n(h)·projH + tokenTable[token], then the module's block over its cache kept on the GPU). Null where that path does
+   * not apply.
+   */
+  private moduleRowsWebGpu(m: number, hidden: tf.Tensor2D, tokens: tf.Tensor1D, mask: tf.Tensor2D, cache: KVCache, tables: { projH: tf.Tensor2D; tokenTable: tf.Tensor2D }): tf.Tensor2D | null {
+    const b = webgpuBackend();
+    const ids = b?.tensorMap.get(tokens.dataId).values; // made from a JS array: still on the host
+    if (!b || !ids) return null;
+    if (!this.gpuKeys.has(m)) this.gpuKeys.set(m, {});
+    const gpu = gpuDecodeModel(this.gpuKeys.get(m)!, { ...this.trunk.decodeShape(), nLayer: 1, draftInput: true, medusaHeads: 0 });
+    const store = gpu && cache.gpuStore(gpu);
+    if (!gpu || !store) return null;
+    const lookup = (name: string) =>
+      name.startsWith('l0.') ? param(this.params, `m${m}.${name.slice(3)}`) : name === 'projG' ? tables.projH : name === 'tokenTable' ? tables.tokenTable : param(this.params, name);
+    const out = gpu.forward(store, cache.length, { x: hidden, tokens: Array.from(ids), mask, draftInput: true, from: 0, to: 1, taps: [1], head: false }, lookup);
+    cache.advanceLayers(0, 1, hidden.shape[0]);
+    return out.features;
   }
 
   /**

@@ -147,7 +147,7 @@ export class SequentialDrafter implements Drafter {
     if (rows.length === 0) return expanding.map(() => null);
     const logits = tf.tidy(() => {
       const h = tf.gather(out, tf.tensor1d(rows.map((u) => rowOf.get(u)!), 'int32')); // [P, C]
-      return this.model.trunk.unembed(tf.expandDims(h, 0) as tf.Tensor3D); // [1, P, V]
+      return this.model.trunk.decodeUnembed(h as tf.Tensor2D); // [P, V]
     });
     const data = (await logits.data()) as Float32Array;
     logits.dispose();

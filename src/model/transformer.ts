@@ -160,6 +160,16 @@ export class Transformer {
   }
 
   /**
+   * Final norm + unembedding of decoding rows h [R, C] → logits [R, V] (no gradient: drafters' heads): one fused program
+   * on webgpu, Transformer.unembed elsewhere. Call inside tf.tidy.
+   */
+  decodeUnembed(h: tf.Tensor2D): tf.Tensor2D {
+    const gpu = webgpuBackend() && gpuDecodeModel(this.params, this.decodeShape());
+    if (gpu) return gpu.headRows(h, (name) => param(this.params, name));
+    return tf.reshape(this.unembed(tf.expandDims(h, 0) as tf.Tensor3D), [h.shape[0], this.config.vocabSize]) as tf.Tensor2D;
+  }
+
+  /**
    * Decoding forward (batch 1) for the decoding engine: tokens [T] appended to `cache` → next-token
    * logits [T, V] and the features its drafters read, here the last block's output z [T, C] (before
    * the final norm). Call inside tf.tidy.
