@@ -3,13 +3,15 @@
  * C7, C8 in docs/claims.md).
  *
  * Per corpus, trains from the same base config: `parallel` heads for each k (k = 1 is the plain
- * next-token model), `sequential` modules for each D, and Medusa-1 heads on the frozen k = 1 trunk.
- * For every model, same backend and run:
+ * next-token model), `sequential` modules for each D, and, on the frozen k = 1 trunk, Medusa-1 heads and
+ * the feature drafter (EAGLE-style, `mtp.kind = 'feature'`). For every model, same backend and run:
  * - next-token validation loss and per-head top-1 accuracy (fixed validation windows);
  * - lossless self-speculative decoding vs greedy AR: τ, αᵢ, wall-clock speedup (src/eval/speed.ts);
- *   Medusa with a chain of K heads for each K and the tree optimised from measured accuracies;
- * - lossy unverified emission: exact match with greedy, first divergence, and the NLL of its text
- *   under the k = 1 model (bits/token), next to the NLL of the greedy text.
+ *   Medusa with a chain of K heads for each K and the tree optimised from measured accuracies; the
+ *   feature drafter with a chain for each k > 1 of the parallel grid and an EAGLE-2 dynamic tree at the
+ *   largest k;
+ * - lossy unverified emission (not for the feature drafter): exact match with greedy, first divergence,
+ *   and the NLL of its text under the k = 1 model (bits/token), next to the NLL of the greedy text.
  * Writes results.json/.csv and the figures (HTML + PNG + data) to figures/k_sweep/.
  *
  *   npx tsx experiments/k_sweep.ts [--quick] [--corpora=code,prose] [--train.steps=…] [--prompts=…]
@@ -21,6 +23,7 @@ import { unverifiedGenerate } from '../src/decode/decoders';
 import { generate } from '../src/decode/ar';
 import { chainTree, optimizeTree } from '../src/decode/tree';
 import { medusaGenerate } from '../src/decode/decoders';
+import { decode } from '../src/decode/engine';
 import { evalBatches } from '../src/data/batch';
 import { agreement, nllBits } from '../src/eval/quality';
 import { compareWithAR, Decoder, SpeedRow } from '../src/eval/speed';
@@ -33,8 +36,8 @@ import { declareModels, Experiment, figureWriter, ModelSpec, quickTrain, readCur
 
 export interface SweepRow {
   corpus: string;
-  variant: 'parallel' | 'sequential' | 'medusa';
-  /** Heads predicting tokens: parallel k, sequential 1 + D, Medusa 1 + K (draft depth + 1). */
+  variant: 'parallel' | 'sequential' | 'medusa' | 'feature';
+  /** Heads predicting tokens: parallel k, sequential 1 + D, Medusa 1 + K, feature drafter 1 + depth (draft depth + 1). */
   k: number;
   decoder: string;
   nextTokenLoss: number;
@@ -74,15 +77,17 @@ function configFor(corpus: string, mtp: MtpConfig): Config {
   return quickTrain(exp, resolveConfig(undefined, { model: { ...exp.base.model, mtp }, train: { ...exp.base.train, corpus: corpus as Config['train']['corpus'] } }));
 }
 
-/** The models of one corpus: the k = 1 reference, parallel heads per k > 1, modules per D, Medusa-1 heads on the reference's trunk. */
-function models(corpus: string): { reference: ModelSpec; parallel: Map<number, ModelSpec>; sequential: Map<number, ModelSpec>; medusa: ModelSpec } {
+/** The models of one corpus: the k = 1 reference, parallel heads per k > 1, modules per D, Medusa-1 heads and the feature drafter on the reference's trunk. */
+function models(corpus: string): { reference: ModelSpec; parallel: Map<number, ModelSpec>; sequential: Map<number, ModelSpec>; medusa: ModelSpec; feature: ModelSpec } {
   const g = grid(corpus);
   const reference: ModelSpec = { label: `${corpus}-k1`, config: configFor(corpus, { kind: 'none' }) };
   const parallel = new Map(g.parallel.map((k) => [k, k === 1 ? reference : { label: `${corpus}-parallel-k${k}`, config: configFor(corpus, { ...MTP_DEFAULTS.parallel, k }) }]));
   const sequential = new Map(g.sequential.map((depth) => [depth, { label: `${corpus}-sequential-d${depth}`, config: configFor(corpus, { ...MTP_DEFAULTS.sequential, depth }) }]));
   // Medusa-1: fresh heads (W1 = 0, W2 = a copy of the trained LM head) on the frozen, trained k = 1 trunk
   const medusa: ModelSpec = { label: `${corpus}-medusa1-K${g.medusa}`, config: configFor(corpus, { ...MTP_DEFAULTS.medusa, heads: g.medusa, frozenTrunk: true }), initFrom: reference.label };
-  return { reference, parallel, sequential, medusa };
+  // the feature drafter (EAGLE-style, drafts any depth): trained on the same frozen, trained k = 1 trunk
+  const feature: ModelSpec = { label: `${corpus}-feature`, config: configFor(corpus, { ...MTP_DEFAULTS.feature }), initFrom: reference.label };
+  return { reference, parallel, sequential, medusa, feature };
 }
 
 const rows: SweepRow[] = [];
@@ -159,7 +164,7 @@ async function main(): Promise<void> {
   runs = (exp.args.runs as number | undefined) ?? (quick ? 1 : 3);
   const corpora = (exp.args.corpora as string).split(',');
   const specs = corpora.map(models);
-  await declareModels(exp, [...new Set(specs.flatMap((m) => [m.reference, ...m.parallel.values(), ...m.sequential.values(), m.medusa]))]);
+  await declareModels(exp, [...new Set(specs.flatMap((m) => [m.reference, ...m.parallel.values(), ...m.sequential.values(), m.medusa, m.feature]))]);
   for (const [c, corpus] of corpora.entries()) {
     const g = grid(corpus);
     const spec = specs[c];
@@ -189,13 +194,29 @@ async function main(): Promise<void> {
     await measure(corpus, 'medusa', medusa, reference, decoders, 1 + K);
     await writer.write(treeFigure(optimised, { accuracies, title: `Medusa tree optimised from measured head accuracies (${corpus}, ${optimised.length + 1} nodes)` }), exp.outDir, `medusa_tree_${corpus}`, { choices: optimised, accuracies });
     medusa.model.dispose();
+    // the feature drafter: a chain for each k > 1 of the parallel grid (it drafts any depth), and an EAGLE-2 dynamic
+    // tree at the largest k; lossy unverified emission is not measured for it (NaN)
+    const feature = await trainOrLoad(exp, spec.feature);
+    const featureKs = g.parallel.filter((k) => k > 1);
+    const featureDecoders: { label: string; k: number; decode: Decoder }[] = featureKs.map((k) => ({
+      label: `feature chain k=${k}`,
+      k,
+      decode: (m, p, n) => decode(m, m.drafter({ k }), p, { maxNewTokens: n }),
+    }));
+    if (featureKs.length) {
+      const kMax = Math.max(...featureKs);
+      const dynamic = { depth: kMax - 1, expand: 4, branch: 4, nodes: 24 };
+      featureDecoders.push({ label: `feature dynamic tree k=${kMax} (${dynamic.nodes} nodes)`, k: kMax, decode: (m, p, n) => decode(m, m.drafter({ dynamic }), p, { maxNewTokens: n }) });
+      await measure(corpus, 'feature', feature, reference, featureDecoders, 1);
+    }
+    feature.model.dispose();
     reference.model.dispose();
   }
 
   saveResults(exp, rows);
   for (const corpus of corpora) {
     const mine = rows.filter((r) => r.corpus === corpus);
-    const points = mine.map((r) => ({ series: r.variant, label: `k=${r.k}`, speedup: r.speedup, quality: r.greedyNll, lossless: true }));
+    const points = mine.map((r) => ({ series: r.variant, label: r.decoder.includes('tree') ? `k=${r.k} tree` : `k=${r.k}`, speedup: r.speedup, quality: r.greedyNll, lossless: true }));
     const lossy = mine.filter((r) => Number.isFinite(r.lossyNll)).map((r) => ({ series: `${r.variant} unverified (lossy)`, label: `k=${r.k}`, speedup: r.lossySpeedup, quality: r.lossyNll, lossless: false }));
     await writer.write(
       qualityVsSpeed([...points, ...lossy], { qualityTitle: 'NLL under the k = 1 model (bits/token)', lowerIsBetter: true, title: `Quality vs speed across k (${corpus} corpus, ${exp.backend.name})` }),
@@ -207,7 +228,7 @@ async function main(): Promise<void> {
     const measured = chains.map((r) => ({ series: r.variant, k: r.k, tau: r.tau }));
     const theory = chains.map((r) => ({ series: r.variant, k: r.k, tau: expectedTau(r.alpha) }));
     await writer.write(tauVsK(measured, theory), exp.outDir, `tau_vs_k_${corpus}`, { measured, theory });
-    const widest = ['parallel', 'sequential', 'medusa'].map((v) => chains.filter((r) => r.variant === v).sort((a, b) => b.k - a.k)[0]).filter(Boolean);
+    const widest = ['parallel', 'sequential', 'medusa', 'feature'].map((v) => chains.filter((r) => r.variant === v).sort((a, b) => b.k - a.k)[0]).filter(Boolean);
     const alphaRows = widest.flatMap((r) => r.alpha.map((a, i) => ({ series: `${r.variant} (k=${r.k})`, head: i + 2, alpha: a })));
     await writer.write(acceptanceByHead(alphaRows), exp.outDir, `acceptance_${corpus}`, alphaRows);
     const accRows = widest.flatMap((r) => r.headAcc.map((a, i) => ({ series: `${r.variant} (k=${r.k})`, head: i + 1, alpha: a })));

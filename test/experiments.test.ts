@@ -43,8 +43,17 @@ describe('experiments --quick', () => {
         }
       }
       // lossless decoders were checked identical to greedy AR inside the sweep; the rows say so
-      const sweep = JSON.parse(fs.readFileSync(path.join(OUT, 'k_sweep', 'results.json'), 'utf8')).rows as { identical: boolean }[];
+      const sweep = JSON.parse(fs.readFileSync(path.join(OUT, 'k_sweep', 'results.json'), 'utf8')).rows as { corpus: string; variant: string; k: number; decoder: string; identical: boolean; lossyNll: number | null }[];
       expect(sweep.every((row) => row.identical)).toBe(true);
+      // the feature drafter on the frozen k = 1 trunk: a chain per k > 1 and a dynamic tree at the largest k, all identical to AR, no lossy rows
+      for (const corpus of ['code', 'prose']) {
+        const feature = sweep.filter((row) => row.corpus === corpus && row.variant === 'feature');
+        expect(feature.map((row) => [row.k, row.decoder.includes('dynamic tree')]), corpus).toEqual([[2, false], [4, false], [4, true]]);
+        for (const row of feature) {
+          expect(row.identical, `${corpus} ${row.decoder}`).toBe(true);
+          expect(row.lossyNll ?? NaN).toBeNaN();
+        }
+      }
     },
     8 * 60_000,
   );

@@ -1,7 +1,7 @@
 /**
  * Experiments declare their models before training any (experiments/lib.ts, declareModels): `--plan=<file>` writes
- * them as pool jobs and exits without training or writing results. The k-sweep's quick plan holds its 10 models, each
- * Medusa-1 model waiting for its corpus's k = 1 model and starting from its checkpoint; train_once declares a subset of
+ * them as pool jobs and exits without training or writing results. The k-sweep's quick plan holds its 12 models, each
+ * Medusa-1 model and feature drafter waiting for its corpus's k = 1 model and starting from its checkpoint; train_once declares a subset of
  * the same run folders with the same configs (run_all trains each folder once); experiments that train no run-folder
  * models declare none.
  */
@@ -28,7 +28,7 @@ function plan(name: string, ...args: string[]): TrainJob[] {
 describe('experiments --plan', () => {
   it('lists the models each experiment trains, as pool jobs, without training', () => {
     const sweep = plan('k_sweep');
-    const labels = (c: string) => [`${c}-k1`, `${c}-parallel-k2`, `${c}-parallel-k4`, `${c}-sequential-d1`, `${c}-medusa1-K2`];
+    const labels = (c: string) => [`${c}-k1`, `${c}-parallel-k2`, `${c}-parallel-k4`, `${c}-sequential-d1`, `${c}-medusa1-K2`, `${c}-feature`];
     expect(sweep.map((j) => j.name)).toEqual([...labels('code'), ...labels('prose')].map((l) => `k_sweep/${l}`));
     for (const j of sweep) {
       expect(path.basename(j.dir)).toBe(j.name.split('/')[1]);
@@ -39,6 +39,16 @@ describe('experiments --plan', () => {
     expect(medusa.after).toEqual(['k_sweep/prose-k1']);
     expect(medusa.init).toBe(path.join(sweep.find((j) => j.name === 'k_sweep/prose-k1')!.dir, 'model.ckpt'));
     expect(medusa.config.model.mtp).toMatchObject({ kind: 'medusa', heads: 2, frozenTrunk: true });
+    for (const c of ['code', 'prose']) {
+      // the feature drafter trains on the same frozen k = 1 trunk: it waits for that run and starts from its checkpoint
+      const feature = sweep.find((j) => j.name === `k_sweep/${c}-feature`)!;
+      const trunk = sweep.find((j) => j.name === `k_sweep/${c}-k1`)!;
+      expect(feature.after).toEqual([trunk.name]);
+      expect(feature.init).toBe(path.join(trunk.dir, 'model.ckpt'));
+      expect(feature.config.model.mtp.kind).toBe('feature');
+      expect(feature.config.train.corpus).toBe(c);
+      expect(configDifferences(trunk.config, { ...feature.config, model: { ...feature.config.model, mtp: trunk.config.model.mtp } })).toEqual([]);
+    }
 
     const once = plan('train_once');
     expect(once.length).toBe(3);

@@ -79,6 +79,7 @@ describe('theme', () => {
   it('colours a series by the first variant word in its name', () => {
     expect(colorOf('parallel')).toBe(VARIANT_COLORS.parallel);
     expect(colorOf('Medusa greedy')).toBe(VARIANT_COLORS.medusa);
+    expect(colorOf('feature')).toBe(VARIANT_COLORS.feature);
     expect(colorOf('AR')).toBe(VARIANT_COLORS.AR);
     expect(colorOf('parallel k=4')).not.toBe(VARIANT_COLORS.AR); // 'ar' inside 'parallel' is no word
     expect(colorOf('something else')).toBe(colorOf('something else'));

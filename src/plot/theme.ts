@@ -24,6 +24,7 @@ export const VARIANT_COLORS: Readonly<Record<string, string>> = {
   parallel: '#0072B2',
   sequential: '#D55E00',
   medusa: '#009E73',
+  feature: '#6A3D9A',
   speculative: '#E69F00',
   lossy: '#CC79A7',
   theory: '#7F7F7F',
