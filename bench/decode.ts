@@ -16,6 +16,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BACKEND_NAMES, BackendName, initBackend } from '../src/backend/index';
 import { loadCorpus, splitTrainVal } from '../src/data/corpus';
+import { valPrompts } from '../src/data/batch';
 import type { DrafterOptions } from '../src/decode/drafter';
 import { decode } from '../src/decode/engine';
 import { PromptLookupDrafter } from '../src/decode/lookup';
@@ -25,7 +26,6 @@ import type { MtpModel } from '../src/model/mtp_model';
 import { compareWithAR, SpeedRow } from '../src/eval/speed';
 import { loadModel } from '../src/train/run';
 import { loadZooModel } from '../src/zoo/load';
-import { Rng } from '../src/util/rng';
 import { machine, markdownTable, updateReadme, writeResults } from './common';
 
 async function main() {
@@ -55,11 +55,7 @@ async function main() {
     const corpus = loadCorpus(config.train.corpus, { maxBytes: config.train.maxCorpusBytes || undefined });
     const tokens = config.train.tokenizer === 'byte' ? corpus.bytes : tokenizer.encode(corpus.text);
     const { val } = splitTrainVal(tokens);
-    const rng = new Rng(2024);
-    const prompts = Array.from({ length: argv.prompts }, () => {
-      const s = rng.int(val.length - argv.promptLength);
-      return Array.from(val.subarray(s, s + argv.promptLength));
-    });
+    const prompts = valPrompts(val, argv.prompts, argv.promptLength);
     const ks = argv.k ? argv.k.split(',').map(Number) : [model.draftK ?? model.k];
     const variant = ckpt.startsWith('zoo:') ? ckpt.slice(4) : `${config.model.mtp.kind} k=${model.k}`;
     console.log(`${ckpt}: ${variant}, ${backend.name}; ${argv.prompts} prompts × ${argv.tokens} tokens × ${argv.runs} runs`);

@@ -23,6 +23,7 @@ import { backendInfo, initBackend } from '../src/backend/index';
 import { WEBGPU_DECODE_FLAG } from '../src/backend/webgpu_decode';
 import { PRESET_NAMES, PresetName, resolveConfig } from '../src/config';
 import { loadCorpus, splitTrainVal } from '../src/data/corpus';
+import { valPrompts } from '../src/data/batch';
 import { generate } from '../src/decode/ar';
 import { decode } from '../src/decode/engine';
 import { denseTree, sparseTree } from '../src/decode/tree';
@@ -126,12 +127,7 @@ async function main() {
       if (!all[corpus]) throw new Error(`--promptsFile ${argv.promptsFile} has no prompts for corpus '${corpus}'`);
       return all[corpus].slice(0, argv.prompts);
     }
-    const { val } = splitTrainVal(loadCorpus(corpus).bytes);
-    const rng = new Rng(2024);
-    return Array.from({ length: argv.prompts }, () => {
-      const s = rng.int(val.length - 64);
-      return Array.from(val.subarray(s, s + 64));
-    });
+    return valPrompts(splitTrainVal(loadCorpus(corpus).bytes).val, argv.prompts, 64);
   };
   if (argv.writePrompts) {
     if (!argv.promptsFile) throw new Error('--writePrompts needs --promptsFile');

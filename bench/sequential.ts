@@ -23,7 +23,7 @@ import { hideBin } from 'yargs/helpers';
 import * as tf from '@tensorflow/tfjs';
 import { BACKEND_NAMES, BackendName, initBackend } from '../src/backend/index';
 import { Config, MTP_DEFAULTS, MtpConfig, resolveConfig } from '../src/config';
-import { Batch, evalBatches, splitTrainVal } from '../src/data/batch';
+import { Batch, evalBatches, splitTrainVal, valPrompts } from '../src/data/batch';
 import { loadCorpus } from '../src/data/corpus';
 import { progressBar } from '../src/cli/progress';
 import { generate } from '../src/decode/ar';
@@ -31,7 +31,6 @@ import { sequentialGenerate } from '../src/decode/decoders';
 import type { SequentialModel } from '../src/model/sequential';
 import { evaluate } from '../src/train/evaluate';
 import { trainRun } from '../src/train/run';
-import { Rng } from '../src/util/rng';
 import { machine, markdownTable, median, writeResults } from './common';
 
 /**
@@ -89,11 +88,7 @@ async function main() {
   const { val } = splitTrainVal(corpus.bytes);
   const kMax = 1 + Math.max(0, ...depths);
   const valBatches = evalBatches(val, tiny.train.batchSize, tiny.model.blockSize, kMax, argv.evalBatches);
-  const rng = new Rng(2024);
-  const prompts = Array.from({ length: argv.prompts }, () => {
-    const s = rng.int(val.length - argv.promptLength);
-    return Array.from(val.subarray(s, s + argv.promptLength));
-  });
+  const prompts = valPrompts(val, argv.prompts, argv.promptLength);
   console.log(`${backend.name} (${backend.detail}); tiny preset, code corpus, ${argv.steps} steps per model; ${argv.prompts} prompts × ${argv.tokens} tokens × ${argv.runs} runs`);
 
   const rows = [];

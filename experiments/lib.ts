@@ -28,6 +28,7 @@ import { progressBar } from '../src/cli/progress';
 import type { Config } from '../src/config';
 import { resolveConfig } from '../src/config';
 import { evalBatches } from '../src/data/batch';
+export { valPrompts } from '../src/data/batch';
 import { splitTrainVal } from '../src/data/corpus';
 import type { MtpModel } from '../src/model/create';
 import type { Tokenizer } from '../src/data/tokenizer';
@@ -36,7 +37,6 @@ import { initFromCheckpoint, readCheckpoint } from '../src/train/checkpoint';
 import { makeDir, writeFileDurable } from '../src/util/files';
 import { CHECKPOINT_FILE, loadModel, prepareData, trainRun } from '../src/train/run';
 import { FigureWriter, writeCsv } from '../src/plot/write';
-import { Rng } from '../src/util/rng';
 import { parseJobs, runJobs, TrainJob } from './jobs';
 import { runState } from './run_state';
 
@@ -247,15 +247,6 @@ const EVAL_TARGETS = 9;
 function trimK<T extends { k: number }>(batches: T[], k: number): T[] {
   if (k > EVAL_TARGETS) throw new Error(`validation windows hold ${EVAL_TARGETS} targets, the model predicts ${k}`);
   return batches;
-}
-
-/** n prompts of `length` tokens from evenly spaced places in the validation split (seeded). */
-export function valPrompts(val: ArrayLike<number>, n: number, length: number, seed = 2024): number[][] {
-  const rng = new Rng(seed);
-  return Array.from({ length: n }, () => {
-    const s = rng.int(val.length - length);
-    return Array.from({ length }, (_, i) => val[s + i]);
-  });
 }
 
 /** Validation loss per step from a run folder's metrics.jsonl. */

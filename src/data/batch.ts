@@ -5,7 +5,7 @@
  *
  * Browser-safe: plain typed arrays in, plain typed arrays out; the model code turns them into tensors.
  */
-import type { Rng } from '../util/rng';
+import { Rng } from '../util/rng';
 
 /** One training or evaluation batch, row-major. */
 export interface Batch {
@@ -112,4 +112,13 @@ export function splitTrainVal<A extends TokenArray>(tokens: A, valFraction = 0.1
     );
   }
   return { train: tokens.subarray(0, nTrain) as A, val: tokens.subarray(nTrain) as A };
+}
+
+/** n prompts of `length` tokens from seeded random places in the validation split. */
+export function valPrompts(val: ArrayLike<number>, n: number, length: number, seed = 2024): number[][] {
+  const rng = new Rng(seed);
+  return Array.from({ length: n }, () => {
+    const s = rng.int(val.length - length);
+    return Array.from({ length }, (_, i) => val[s + i]);
+  });
 }
