@@ -31,7 +31,7 @@ import { drafterShape } from '../decode/tree_shape';
 import { resolveDynamicTree } from '../decode/dynamic_tree';
 import { nativeKernels } from '../backend/wasm_native';
 import { BlockSlot, decodeBlockSupports, fusedDraftRows } from '../backend/wasm_decode_block';
-import { gpuDecodeModel, WEBGPU_DRAFT_CHAIN_FLAG, webgpuBackend } from '../backend/webgpu_decode';
+import { GpuDecodeModel, gpuDecodeModel, WEBGPU_DRAFT_CHAIN_FLAG, webgpuBackend, WebGpuKVStore } from '../backend/webgpu_decode';
 import { Rng } from '../util/rng';
 import { CacheSet } from './cache_set';
 import { FeatureDrafter } from './feature_drafter';
@@ -181,8 +181,7 @@ export class FeatureModel implements MtpModel {
     const ids = b?.tensorMap.get(tokens.dataId).values; // the tokens, made from a JS array, are still on the host
     if (!b || !ids) return null;
     const L = this.mtp.layers;
-    const gpu = gpuDecodeModel(this.gpuDraftKey, { ...this.trunk.decodeShape(), nLayer: L, draftInput: true, medusaHeads: 0 });
-    const store = gpu && cache.gpuStore(gpu);
+    const { gpu, store } = this.draftOnGpu(cache) ?? {};
     if (!gpu || !store) return null;
     const R = g.shape[0];
     const out = gpu.forward(store, cache.length, { x: g, tokens: Array.from(ids), mask, draftInput: true, from: 0, to: L, taps: [L], head: true }, this.draftLookup(tables));
@@ -198,8 +197,7 @@ export class FeatureModel implements MtpModel {
   async draftChainWebGpu(g: tf.Tensor2D, tokens: number[], cache: KVCache, tables: DraftTables, depth: number): Promise<number[] | null> {
     if (!webgpuBackend() || !tf.env().getBool(WEBGPU_DRAFT_CHAIN_FLAG)) return null;
     const L = this.mtp.layers;
-    const gpu = gpuDecodeModel(this.gpuDraftKey, { ...this.trunk.decodeShape(), nLayer: L, draftInput: true, medusaHeads: 0 });
-    const store = gpu && cache.gpuStore(gpu);
+    const { gpu, store } = this.draftOnGpu(cache) ?? {};
     if (!gpu || !store) return null;
     const past = cache.length;
     const n = tokens.length;
@@ -208,6 +206,13 @@ export class FeatureModel implements MtpModel {
     const ids = await out.data();
     out.dispose();
     return Array.from(ids);
+  }
+
+  /** The drafter's fused webgpu state and `cache`'s GPU store, or null where that path does not apply. */
+  private draftOnGpu(cache: KVCache): { gpu: GpuDecodeModel; store: WebGpuKVStore } | null {
+    const gpu = gpuDecodeModel(this.gpuDraftKey, { ...this.trunk.decodeShape(), nLayer: this.mtp.layers, draftInput: true, medusaHeads: 0 });
+    const store = gpu && cache.gpuStore(gpu);
+    return gpu && store ? { gpu, store } : null;
   }
 
   /** The drafter's parameters by the names the fused programs use (its blocks as l<i>., its tables). */
