@@ -121,7 +121,7 @@ describe('zoo export', () => {
   });
 
   it('lists the models, sorted, with their variant and next-token loss; a second export keeps the first', () => {
-    exportZooModel('a-copy', RUN, { dir: ZOO, command: COMMAND, initFrom: 'nano-par2' });
+    exportZooModel('a-copy', RUN, { dir: ZOO, command: COMMAND, initFrom: 'nano-par2', share: false });
     const list = listZooModels({ dir: ZOO });
     expect(list.map((m) => m.name)).toEqual(['a-copy', 'nano-par2']);
     const m = list[1];
@@ -165,5 +165,45 @@ describe('zoo export', () => {
     model.dispose();
     expect(() => exportZooModel('big', big, { dir: ZOO, command: COMMAND })).toThrow(/parameter 'head' holds 7\d{4}\.\d+ at index 0, which float16 cannot hold/);
     expect(Object.keys(readManifest(ZOO).models)).toEqual(['a-copy', 'nano-par2']);
+  });
+
+  it('stores only the tensors a model changed from the one it started from, and loads it whole', async () => {
+    // a model that kept every tensor of nano-par2 but the unembedding (as a frozen trunk keeps its blocks)
+    const tuned = path.join(TMP, 'tuned');
+    fs.mkdirSync(tuned);
+    fs.copyFileSync(path.join(RUN, 'metrics.jsonl'), path.join(tuned, 'metrics.jsonl'));
+    const { model, tokenizer, config: cfg, entry: { steps: step } } = loadZooModel('nano-par2', { dir: ZOO });
+    const head = model.params.get('head')!;
+    head.assign(tf.tidy(() => head.mul(tf.scalar(1.5))));
+    await saveCheckpoint(path.join(tuned, 'model.ckpt'), { config: cfg, tokenizer: tokenizer.toJSON(), step, valLoss: evalRow(20).valLoss }, model.params);
+    const expected = new Map([...model.params].map(([n, v]) => [n, Array.from(fromFloat16(toFloat16(v.dataSync() as Float32Array)))]));
+    model.dispose();
+
+    const entry = exportZooModel('nano-tuned', tuned, { dir: ZOO, command: COMMAND, initFrom: 'nano-par2' });
+    const names = [...expected.keys()];
+    expect(entry.tensors.map((t) => t.name)).toEqual(['head']);
+    expect(entry.shared?.from).toBe('nano-par2');
+    expect(entry.shared?.sha256).toBe(readManifest(ZOO).models['nano-par2'].sha256);
+    expect(entry.shared?.tensors.map((t) => t.name)).toEqual(names.filter((n) => n !== 'head'));
+    expect(entry.bytes).toBe(2 * expected.get('head')!.length);
+    expect(fs.statSync(path.join(ZOO, 'nano-tuned', 'weights.f16')).size).toBe(entry.bytes);
+    expect(entry.parameters).toBe([...expected.values()].reduce((a, v) => a + v.length, 0));
+
+    const before = tf.memory().numTensors;
+    const back = loadZooModel('nano-tuned', { dir: ZOO });
+    for (const [n, v] of back.model.params) expect(Array.from(v.dataSync()), n).toEqual(expected.get(n));
+    back.model.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+
+    // its base retrained or replaced (another sha256), or gone: refused, saying what to do
+    const other = path.join(TMP, 'zoo-other');
+    fs.cpSync(ZOO, other, { recursive: true });
+    const manifest = readManifest(other);
+    manifest.models['nano-par2'].sha256 = '0'.repeat(64);
+    fs.writeFileSync(path.join(other, 'manifest.json'), JSON.stringify(manifest));
+    expect(() => loadZooModel('nano-tuned', { dir: other })).toThrow(/takes \d+ tensors from zoo model 'nano-par2' as exported with sha256 [0-9a-f]{64}, but 'nano-par2' now has sha256 0{64}.*re-export 'nano-tuned'/);
+    delete manifest.models['nano-par2'];
+    fs.writeFileSync(path.join(other, 'manifest.json'), JSON.stringify(manifest));
+    expect(() => loadZooModel('nano-tuned', { dir: other })).toThrow(/from zoo model 'nano-par2', which the manifest does not hold/);
   });
 });

@@ -14,7 +14,7 @@ import { createModel, MtpModel } from '../model/create';
 import { Checkpoint, loadParams } from '../train/checkpoint';
 import { fsCause } from '../util/files';
 import { DEFAULT_ZOO_DIR, manifestPath, readManifest, ZooEntry } from './manifest';
-import { zooWeightValues } from './weights';
+import { sharedBase, withSharedValues, zooWeightValues } from './weights';
 
 export interface ZooOptions {
   /** Zoo folder holding manifest.json [default: models/ at the repository root]. */
@@ -33,6 +33,7 @@ export interface ZooListing {
   steps: number;
   /** Next-token validation loss (nats), head 0. */
   nextTokenLoss: number;
+  /** Bytes of its own weights file (tensors shared with `initFrom` are not in it). */
   bytes: number;
   initFrom?: string;
 }
@@ -102,14 +103,16 @@ export function zooCheckpoint(name: string, opts: ZooOptions = {}): { checkpoint
     const names = Object.keys(manifest.models).sort();
     throw new Error(`no model '${name}' in ${manifestPath(dir)}; it holds: ${names.join(', ') || 'none'}`);
   }
-  const values = readZooWeights(name, entry, dir);
+  const base = sharedBase(name, entry, manifest, manifestPath(dir));
+  const values = withSharedValues(name, entry, readZooWeights(name, entry, dir), base && readZooWeights(base.name, base.entry, dir));
+  let offset = 0;
+  const tensors = [...(entry.shared?.tensors ?? []), ...entry.tensors].map((t) => {
+    const length = values.get(t.name)!.length;
+    offset += length;
+    return { name: `param/${t.name}`, shape: t.shape, offset: offset - length, length };
+  });
   const checkpoint: Checkpoint = {
-    header: {
-      config: entry.config,
-      tokenizer: entry.tokenizer,
-      step: entry.steps,
-      tensors: entry.tensors.map((t) => ({ name: `param/${t.name}`, shape: t.shape, offset: t.offset, length: values.get(t.name)!.length })),
-    },
+    header: { config: entry.config, tokenizer: entry.tokenizer, step: entry.steps, tensors },
     tensors: new Map([...values].map(([n, v]) => [`param/${n}`, v])),
     file: path.resolve(dir, entry.weights),
   };

@@ -36,15 +36,27 @@ export interface ZooValLoss {
   heads: { loss: number; acc: number }[];
 }
 
+/** Tensors a zoo model takes from another zoo model's weights file (ZooEntry.shared). */
+export interface ZooShared {
+  /** The zoo model whose file holds them (the model this one started from). */
+  from: string;
+  /** sha256 of that model's weights file when this one was exported. */
+  sha256: string;
+  /** The shared tensors (names and shapes; where they lie in `from`'s file, that model's entry says). */
+  tensors: { name: string; shape: number[] }[];
+}
+
 export interface ZooEntry {
   /** Weights file, relative to the zoo folder (`<name>/weights.f16`). */
   weights: string;
   /** sha256 (hex) of the weights file. */
   sha256: string;
-  /** Size of the weights file in bytes (2 per parameter). */
+  /** Size of the weights file in bytes (2 per stored parameter: shared tensors are not in it). */
   bytes: number;
   dtype: 'float16';
+  /** The model's parameter count, shared tensors included. */
   parameters: number;
+  /** The tensors stored in the weights file. */
   tensors: ZooTensor[];
   /** The full resolved config the model was trained with. */
   config: Config;
@@ -56,6 +68,12 @@ export interface ZooEntry {
   valLoss: ZooValLoss;
   /** Zoo model whose weights started this one (`mtp train --init`), if any. */
   initFrom?: string;
+  /**
+   * Tensors this model keeps unchanged from `initFrom` (a frozen trunk: Medusa-1 heads, the feature drafter) are not
+   * stored twice: the weights file holds only the tensors listed in `tensors`, and these come from `from`'s file,
+   * which must still have the sha256 it had at export (sharedBase).
+   */
+  shared?: ZooShared;
   /** The command that trained it. */
   command: string;
   /** Where it was trained (CPU, cores, memory, OS, Node, backend). */

@@ -70,9 +70,49 @@ export function zooWeightValues(name: string, entry: ZooEntry, bytes: Uint8Array
   return out;
 }
 
+/**
+ * The zoo model whose weights file holds the tensors `name` shares (`entry.shared`), checked: it must be in the
+ * manifest with the weights file recorded when `name` was exported (same sha256), so a retrained or replaced base is
+ * refused rather than silently mixed in. Returns its name and entry, or undefined for an entry that stores all its
+ * tensors. `file` names the manifest in errors.
+ */
+export function sharedBase(name: string, entry: ZooEntry, manifest: ZooManifest, file: string): { name: string; entry: ZooEntry } | undefined {
+  const shared = entry.shared;
+  if (!shared) return undefined;
+  const base = manifest.models[shared.from];
+  if (!base) {
+    throw new Error(`${file}: zoo model '${name}' takes ${shared.tensors.length} tensors from zoo model '${shared.from}', which the manifest does not hold; restore it (\`git checkout -- models\`)`);
+  }
+  if (base.sha256 !== shared.sha256) {
+    throw new Error(
+      `${file}: zoo model '${name}' takes ${shared.tensors.length} tensors from zoo model '${shared.from}' as exported with sha256 ${shared.sha256}, ` +
+        `but '${shared.from}' now has sha256 ${base.sha256} (retrained or replaced); re-export '${name}' from its run, or restore '${shared.from}'`,
+    );
+  }
+  if (base.shared) throw new Error(`${file}: zoo model '${name}' takes tensors from '${shared.from}', which itself takes tensors from '${base.shared.from}'; a model shares with a self-contained one only`);
+  return { name: shared.from, entry: base };
+}
+
+/**
+ * Every parameter of a zoo model: its own values (zooWeightValues of its file) and, for an entry that shares tensors
+ * (`entry.shared`), those tensors from its base's values (`baseValues`, zooWeightValues of the base's file).
+ */
+export function withSharedValues(name: string, entry: ZooEntry, own: Map<string, Float32Array>, baseValues?: ReadonlyMap<string, Float32Array>): Map<string, Float32Array> {
+  if (!entry.shared) return own;
+  if (!baseValues) throw new Error(`zoo model '${name}' takes tensors from '${entry.shared.from}': its values are needed`);
+  const out = new Map(own);
+  for (const { name: t, shape } of entry.shared.tensors) {
+    const v = baseValues.get(t);
+    if (!v) throw new Error(`zoo model '${name}' takes tensor '${t}' from '${entry.shared.from}', which has no tensor of that name`);
+    if (v.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`zoo model '${name}' takes tensor '${t}' of shape [${shape}] from '${entry.shared.from}', which holds ${v.length} values under that name`);
+    out.set(t, v);
+  }
+  return out;
+}
+
 /** A model built from a zoo entry's config with `values` (zooWeightValues) assigned, every name and shape checked. */
 export function zooModelFromValues(name: string, entry: ZooEntry, values: ReadonlyMap<string, Float32Array>): MtpModel {
-  const shapes = new Map(entry.tensors.map((t) => [t.name, t.shape]));
+  const shapes = new Map([...(entry.shared?.tensors ?? []), ...entry.tensors].map((t) => [t.name, t.shape]));
   const weights = new Map<string, NamedValues>([...values].map(([n, v]) => [n, { shape: shapes.get(n)!, values: v }]));
   const model = createModel(entry.config.model);
   try {
@@ -84,8 +124,18 @@ export function zooModelFromValues(name: string, entry: ZooEntry, values: Readon
   return model;
 }
 
-/** Bytes → verified model (sha256 through Web Crypto): what the browser lab does with a fetched weights file. */
-export async function zooModelFromBytes(name: string, entry: ZooEntry, bytes: Uint8Array, source: WeightsSource): Promise<MtpModel> {
-  const values = zooWeightValues(name, entry, bytes, await sha256Hex(bytes), source);
-  return zooModelFromValues(name, entry, values);
+/**
+ * Bytes → verified model (sha256 through Web Crypto): what the browser lab does with a fetched weights file. For an
+ * entry that shares tensors, `base` brings its base's entry, bytes and source (sharedBase says which model).
+ */
+export async function zooModelFromBytes(
+  name: string,
+  entry: ZooEntry,
+  bytes: Uint8Array,
+  source: WeightsSource,
+  base?: { name: string; entry: ZooEntry; bytes: Uint8Array; source: WeightsSource },
+): Promise<MtpModel> {
+  const own = zooWeightValues(name, entry, bytes, await sha256Hex(bytes), source);
+  const baseValues = base ? zooWeightValues(base.name, base.entry, base.bytes, await sha256Hex(base.bytes), base.source) : undefined;
+  return zooModelFromValues(name, entry, withSharedValues(name, entry, own, baseValues));
 }

@@ -14,7 +14,7 @@ import { createModel } from '../../../src/model/create';
 import type { MtpModel } from '../../../src/model/mtp_model';
 import { modelFromCheckpointBytes } from '../../../src/train/checkpoint_bytes';
 import type { ZooManifest } from '../../../src/zoo/manifest';
-import { checkManifest, zooModelFromBytes } from '../../../src/zoo/weights';
+import { checkManifest, sharedBase, zooModelFromBytes } from '../../../src/zoo/weights';
 import type { CheckResult, DecodeRequest, DecodeResult, LabBackend, LaneResult, LaneStats, ModelSummary, StepEvent, TrainEvent, TrainRequest } from '../protocol';
 import { nanoCheck } from './check';
 import { drafterFor, laneName, ruleFor } from './choices';
@@ -81,9 +81,18 @@ export class Lab {
     const manifest: ZooManifest = checkManifest(await fetchJson(manifestUrl), manifestUrl);
     const entry = manifest.models[name];
     if (!entry) throw new Error(`no model '${name}' in ${manifestUrl}; it holds: ${Object.keys(manifest.models).sort().join(', ')}`);
+    const remedy = 'rebuild the page (npm run lab:build) from a clean checkout';
     const url = new URL(entry.weights, base).href;
-    const bytes = await fetchBytes(url);
-    const model = await zooModelFromBytes(name, entry, bytes, { file: url, manifest: manifestUrl, remedy: 'rebuild the page (npm run lab:build) from a clean checkout' });
+    const shared = sharedBase(name, entry, manifest, manifestUrl); // a frozen trunk lives in its base model's file
+    const sharedUrl = shared && new URL(shared.entry.weights, base).href;
+    const [bytes, sharedBytes] = await Promise.all([fetchBytes(url), sharedUrl ? fetchBytes(sharedUrl) : undefined]);
+    const model = await zooModelFromBytes(
+      name,
+      entry,
+      bytes,
+      { file: url, manifest: manifestUrl, remedy },
+      shared && { ...shared, bytes: sharedBytes!, source: { file: sharedUrl!, manifest: manifestUrl, remedy } },
+    );
     return this.use(model, tokenizerFromSpec(entry.tokenizer), summarize(`zoo:${name}`, model, entry.tokenizer, entry.config.train.corpus));
   }
 
