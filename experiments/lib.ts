@@ -3,6 +3,10 @@
  * the run folder (resolved config, results as JSON + CSV, figures beside their data), training or
  * reusing a model, prompts from the validation split, and a progress bar.
  *
+ * Models: by default an experiment loads the model zoo's trained models (models/, src/zoo/) for the models it has
+ * there (ModelSpec.zoo); `--train` trains every model from scratch with the preset and flags given, and `--quick`
+ * always trains (nano models, so CI exercises the training path in minutes).
+ *
  * Output: full runs write results and figures to figures/<experiment>/ (committed); `--quick` runs
  * write to runs/experiments-quick/<experiment>/ so they never overwrite committed results. Trained
  * models go to runs/experiments[-quick]/<experiment>/models/<label>/ and are reused when the same
@@ -39,6 +43,7 @@ import { CHECKPOINT_FILE, loadModel, prepareData, trainRun } from '../src/train/
 import { FigureWriter, writeCsv } from '../src/plot/write';
 import { parseJobs, runJobs, TrainJob } from './jobs';
 import { runState } from './run_state';
+import { loadZooModel } from '../src/zoo/load';
 
 export interface Experiment {
   name: string;
@@ -51,6 +56,8 @@ export interface Experiment {
   /** Base config (preset + overrides) every model of the experiment starts from. */
   base: Config;
   args: Record<string, unknown>;
+  /** Train the models (`--train`, or `--quick`) rather than load the zoo's. */
+  train: boolean;
   fresh: boolean;
   /** `--jobs`: train the declared models in this many processes first (undefined: train each here when needed). */
   jobs?: number;
@@ -70,6 +77,7 @@ export async function startExperiment(name: string, describe: string, extra: (y:
       .option('quick', { type: 'boolean', default: false, describe: 'nano/short settings for CI (≤ 3 minutes on 2 cores)' })
       .option('out', { type: 'string', describe: 'output folder [default: figures/<experiment>, or runs/experiments-quick/<experiment> with --quick]' })
       .option('backend', { type: 'string', default: 'wasm', choices: BACKEND_NAMES as unknown as string[], describe: 'tfjs backend for training and timing' })
+      .option('train', { type: 'boolean', default: false, describe: "train every model from scratch (the preset and flags given) instead of loading the zoo's trained models; --quick always trains" })
       .option('fresh', { type: 'boolean', default: false, describe: 'retrain models even if a matching one was trained before' })
       .option('jobs', { type: 'number', describe: 'train the models this experiment needs first, in this many processes at a time (one wasm engine each) [default: in this process, one after another]' })
       .option('plan', { type: 'string', describe: 'only write the models this experiment trains (JSON job list) to this file, then exit (used by run_all)' }),
@@ -87,17 +95,18 @@ export async function startExperiment(name: string, describe: string, extra: (y:
   const base = configFromArgs(argv);
   const jobs = argv.jobs === undefined ? undefined : parseJobs(argv.jobs);
   const planFile = argv.plan as string | undefined;
+  const train = quick || (argv.train as boolean);
   const root = quick ? path.join('runs', 'experiments-quick', name) : path.join('runs', 'experiments', name);
   const outDir = (argv.out as string | undefined) ?? (quick ? root : path.join('figures', name));
   const workDir = path.join(root, 'models');
   if (planFile !== undefined) {
     const backend: BackendInfo = { name: argv.backend as string, platform: 'node', detail: 'not started (--plan)' };
-    return { name, quick, outDir, workDir, backend, base, args: argv, fresh: argv.fresh as boolean, jobs, planFile };
+    return { name, quick, outDir, workDir, backend, base, args: argv, train, fresh: argv.fresh as boolean, jobs, planFile };
   }
   makeDir(outDir, 'the output folder');
   makeDir(workDir, 'the models folder');
   const backend = await initBackend(argv.backend as BackendName);
-  const exp: Experiment = { name, quick, outDir, workDir, backend, base, args: argv, fresh: argv.fresh as boolean, jobs };
+  const exp: Experiment = { name, quick, outDir, workDir, backend, base, args: argv, train, fresh: argv.fresh as boolean, jobs };
   const options = Object.fromEntries(Object.entries(argv).filter(([k]) => !['_', '$0', 'jobs', 'plan'].includes(k) && !k.includes('.')));
   writeFileDurable(path.join(outDir, 'config.json'), JSON.stringify({ experiment: name, options, base }, null, 2) + '\n');
   return exp;
@@ -126,6 +135,13 @@ export interface ModelSpec {
    * copied, and Medusa heads then start from the LM head (as `mtp train --init`; e.g. Medusa-1 on a trained trunk).
    */
   initFrom?: string;
+  /** The zoo model that stands for this one unless the experiment trains (`--train`, `--quick`): trainOrLoad loads it. */
+  zoo?: string;
+}
+
+/** True when trainOrLoad loads `spec` from the zoo rather than training it. */
+export function fromZoo(exp: Experiment, spec: ModelSpec): boolean {
+  return !exp.train && spec.zoo !== undefined;
 }
 
 /** The job-pool name of a model: '<experiment folder>/<label>' (the same for experiments sharing a work folder). */
@@ -155,7 +171,7 @@ export function modelJobs(exp: Experiment, specs: ModelSpec[]): TrainJob[] {
  * any fails); else returns and trainOrLoad trains them here.
  */
 export async function declareModels(exp: Experiment, specs: ModelSpec[]): Promise<void> {
-  const jobs = modelJobs(exp, specs);
+  const jobs = modelJobs(exp, specs.filter((s) => !fromZoo(exp, s))); // zoo models are loaded, not trained
   if (exp.planFile !== undefined) {
     writeFileDurable(exp.planFile, JSON.stringify({ experiment: exp.name, jobs }, null, 2) + '\n');
     process.exit(0);
@@ -180,8 +196,10 @@ export interface TrainedModel {
   eval: EvalResult;
   /** Median training tokens/s over the steps of its run (read from its metrics log when reused). */
   trainTokensPerSec: number;
-  /** Folder with model.ckpt and metrics.jsonl. */
-  dir: string;
+  /** Folder with model.ckpt and metrics.jsonl (undefined for a zoo model: the zoo keeps weights only). */
+  dir?: string;
+  /** The zoo model it is, when loaded from the zoo. */
+  zoo?: string;
 }
 
 /** Median of the per-step training tokens/s in a run folder's metrics.jsonl (NaN when it has none). */
@@ -215,6 +233,7 @@ function initFrom(file: string): (m: MtpModel) => void {
  * (by this process, an earlier run or the job pool); an interrupted run of the same config is resumed.
  */
 export async function trainOrLoad(exp: Experiment, spec: ModelSpec): Promise<TrainedModel> {
+  if (fromZoo(exp, spec)) return loadFromZoo(spec.label, spec.zoo!);
   const { label, config } = spec;
   const dir = path.join(exp.workDir, label);
   const ckpt = path.join(dir, CHECKPOINT_FILE);
@@ -241,6 +260,18 @@ export async function trainOrLoad(exp: Experiment, spec: ModelSpec): Promise<Tra
   return { label, model: run.model, tokenizer: run.tokenizer, config: run.config, val, eval: await evaluate(run.model, trimK(batches, run.model.k)), trainTokensPerSec: run.tokensPerSec, dir };
 }
 
+/**
+ * A zoo model (hash-checked) with the validation split of its corpus and its metrics on the experiment's fixed
+ * validation windows; its training speed is unknown here (NaN): the zoo records where and how long it trained.
+ */
+async function loadFromZoo(label: string, name: string): Promise<TrainedModel> {
+  const { model, tokenizer, config } = loadZooModel(name);
+  const { tokens } = prepareData(config);
+  const { val } = splitTrainVal(tokens);
+  const batches = evalBatches(val, config.train.batchSize, config.model.blockSize, EVAL_TARGETS, config.train.evalBatches);
+  return { label, model, tokenizer, config, val, eval: await evaluate(model, trimK(batches, model.k)), trainTokensPerSec: NaN, zoo: name };
+}
+
 /** Targets per validation window (≥ any model's k in the experiments): fixes the windows for all models. */
 const EVAL_TARGETS = 9;
 
@@ -249,9 +280,10 @@ function trimK<T extends { k: number }>(batches: T[], k: number): T[] {
   return batches;
 }
 
-/** Validation loss per step from a run folder's metrics.jsonl. */
-export function readCurves(dir: string): { step: number[]; train: number[]; valStep: number[]; val: number[] } {
+/** Validation loss per step from a run folder's metrics.jsonl (empty for a zoo model: no run folder). */
+export function readCurves(dir: string | undefined): { step: number[]; train: number[]; valStep: number[]; val: number[] } {
   const out = { step: [] as number[], train: [] as number[], valStep: [] as number[], val: [] as number[] };
+  if (dir === undefined) return out;
   const file = path.join(dir, 'metrics.jsonl');
   if (!fs.existsSync(file)) return out;
   for (const line of fs.readFileSync(file, 'utf8').split('\n')) {

@@ -3,13 +3,16 @@
  * passing the same flags to each: `npm run experiments -- --quick` for the CI-sized run, without
  * --quick for the full run whose results and figures are committed under figures/.
  *
+ * By default the k-sweep, train-once and theory experiments measure the model zoo's trained models (models/), so
+ * a full run only trains the small synthetic-task models; `--train` trains every model from scratch instead.
+ *
  * The models come first: each experiment declares the models it trains (`--plan`, see lib.ts), the
  * job pool trains them all `--jobs=N` at a time, each in a process of its own (default: the cores
  * but one), and the experiments then find them trained and only measure. The models are the ones a
  * serial run trains, bit for bit, so the results are the same; only training tokens/s reflect cores
  * shared with the other jobs.
  *
- *   npm run experiments -- [--quick] [--jobs=N] [--fresh] [experiment flags]
+ *   npm run experiments -- [--quick] [--train] [--jobs=N] [--fresh] [experiment flags]
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';

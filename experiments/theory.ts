@@ -5,7 +5,8 @@
  * equivalent to the measured αᵢ, γ = k − 1 drafts, and c from the measured cost of a verification
  * forward over k tokens relative to one AR forward (self-drafting: γc + 1 = r_k, so c = (r_k − 1)/γ)?
  *
- * Reads the k-sweep's results (run experiments/k_sweep.ts first) and measures r_k on its models.
+ * Reads the k-sweep's results (run experiments/k_sweep.ts first) and measures r_k on the models it measured (the
+ * zoo's, or those it trained).
  *
  *   npx tsx experiments/theory.ts [--quick] [--corpus=code]
  */
@@ -16,6 +17,7 @@ import { equivalentAlpha, expectedTau, walltimeGain } from '../src/eval/theory';
 import type { CacheSet } from '../src/model/cache_set';
 import type { MtpModel } from '../src/model/create';
 import { loadModel } from '../src/train/run';
+import { loadZooModel } from '../src/zoo/load';
 import { tauVsK } from '../src/plot/figures';
 import { declareModels, figureWriter, saveResults, startExperiment, valPrompts } from './lib';
 import { loadCorpus, splitTrainVal } from '../src/data/corpus';
@@ -54,7 +56,8 @@ async function main(): Promise<void> {
   const modelsDir = path.join(exp.quick ? path.join('runs', 'experiments-quick') : path.join('runs', 'experiments'), 'k_sweep', 'models');
   const rows: object[] = [];
   for (const r of sweep) {
-    const { model, config } = loadModel(path.join(modelsDir, `${r.corpus}-parallel-k${r.k}`, 'model.ckpt'));
+    // the model the sweep measured: a zoo model, or the one it trained
+    const { model, config } = r.zoo ? loadZooModel(r.zoo) : loadModel(path.join(modelsDir, `${r.corpus}-parallel-k${r.k}`, 'model.ckpt'));
     const corpus = loadCorpus(config.train.corpus, { maxBytes: config.train.maxCorpusBytes || undefined });
     const [prompt] = valPrompts(splitTrainVal(corpus.bytes).val, 1, Math.min(120, config.model.blockSize - r.k)); // cache + k fit the window
     const reps = exp.quick ? 3 : 15;

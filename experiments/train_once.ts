@@ -3,8 +3,9 @@
  * its first k heads; the honest sweep trains a separate model per k. Same corpus, steps and decoding
  * setup; τ and wall-clock speedup side by side (and next-token loss: extra heads change the trunk).
  *
- * Models are shared with the k-sweep (same model folder and configs), so running k_sweep first makes
- * this experiment decode-only.
+ * The models are the zoo's (parallel k = 1, 2, 4, 8 of the `deep` preset) unless `--train`; trained models are
+ * shared with the k-sweep (same model folder and configs), so running k_sweep first makes this experiment
+ * decode-only.
  *
  *   npx tsx experiments/train_once.ts [--quick] [--corpus=code]
  */
@@ -25,13 +26,20 @@ async function main(): Promise<void> {
   const kMax = ks[ks.length - 1];
   const configFor = (mtp: MtpConfig): Config =>
     quickTrain(exp, resolveConfig(undefined, { model: { ...exp.base.model, mtp }, train: { ...exp.base.train, corpus } }));
-  const opts = { tokens: exp.quick ? 24 : 96, runs: exp.quick ? 1 : 3 };
+  const opts = { tokens: exp.quick ? 24 : 128, runs: exp.quick ? 1 : 3 };
   const perK = new Map<number, ModelSpec>(
-    ks.map((k) => [k, { label: k === 1 ? `${corpus}-k1` : `${corpus}-parallel-k${k}`, config: configFor(k === 1 ? { kind: 'none' } : { ...MTP_DEFAULTS.parallel, k }) }]),
+    ks.map((k) => [
+      k,
+      {
+        label: k === 1 ? `${corpus}-k1` : `${corpus}-parallel-k${k}`,
+        config: configFor(k === 1 ? { kind: 'none' } : { ...MTP_DEFAULTS.parallel, k }),
+        zoo: k === 1 ? `${corpus}-ar` : `${corpus}-parallel-k${k}`,
+      },
+    ]),
   );
   await declareModels(exp, [...perK.values()]);
   const once = await trainOrLoad(exp, perK.get(kMax)!);
-  const prompts = valPrompts(once.val, exp.quick ? 2 : 6, 32);
+  const prompts = valPrompts(once.val, exp.quick ? 2 : 16, exp.quick ? 32 : 64); // the k-sweep's protocol
   const rows: object[] = [];
   const onceRows = await compareWithAR(
     once.model,

@@ -70,6 +70,7 @@ describe('runJobs', () => {
   const experiment = (name: string): Experiment => ({
     name,
     quick: true,
+    train: true,
     outDir: path.join(TMP, name),
     workDir: path.join(TMP, name, 'models'),
     backend: { name: 'wasm', platform: 'node', detail: '' },

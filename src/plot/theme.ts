@@ -25,6 +25,7 @@ export const VARIANT_COLORS: Readonly<Record<string, string>> = {
   sequential: '#D55E00',
   medusa: '#009E73',
   feature: '#6A3D9A',
+  lookup: '#56B4E9',
   speculative: '#E69F00',
   lossy: '#CC79A7',
   theory: '#7F7F7F',
