@@ -51,7 +51,7 @@ describe('initBackend', () => {
     const info = await initBackend('wasm');
     expect(info.name).toBe('wasm');
     expect(info.platform).toBe('node');
-    expect(info.detail).toMatch(/^wasm (SIMD|no SIMD), \d+ threads?$/);
+    expect(info.detail).toMatch(/^wasm (SIMD|no SIMD), \d+ threads?, kernels: (plain|relaxed) SIMD$/);
     expect(tf.getBackend()).toBe('wasm');
     const t0 = performance.now();
     expect(await initBackend('wasm')).toBe(info);

@@ -2,7 +2,9 @@
  * The package's wasm kernels (src/backend/wasm_*.ts on native/kernels.wasm) against the pure-JS `cpu` backend running
  * the plain tfjs formulas: values and gradients for several shapes and masks, within 1e-4 relative to the largest
  * reference value (float32 sums run in another order). Plus: no tensor or data buffer leaks, the fast paths switch
- * off with the MTP_WASM_FAST flag, and the committed binary matches its base64 module and owns no memory.
+ * off with the MTP_WASM_FAST flag, and the committed binaries match their base64 modules and own no memory.
+ * The value and same-bits tests run on both builds of the kernels, plain and relaxed SIMD (test/simd_variants.ts turns
+ * relaxed SIMD on in this process where Node needs a flag), each against the same references and tolerance.
  * Inputs are built from plain arrays on each backend (tensors belong to the backend that made them).
  */
 import * as fs from 'node:fs';
@@ -10,17 +12,19 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/index';
-import { FAST_FLAG, nativeKernels } from '../src/backend/wasm_native';
+import { FAST_FLAG, nativeKernels, wasmSimdVariant } from '../src/backend/wasm_native';
 import { fusedAttention } from '../src/backend/wasm_attention';
 import { fusedLayerNorm } from '../src/backend/wasm_layer_norm';
 import { fusedBiasGelu } from '../src/backend/wasm_bias_gelu';
 import { fusedLinear } from '../src/backend/wasm_linear';
 import { DECODE_BLOCK, DECODE_BLOCK_FLAG } from '../src/backend/wasm_decode_block';
 import { KERNELS_WASM_BASE64 } from '../src/backend/native/kernels_wasm';
+import { KERNELS_RELAXED_WASM_BASE64 } from '../src/backend/native/kernels_relaxed_wasm';
 import { MASKED, Transformer } from '../src/model/transformer';
 import type { KVCache } from '../src/model/kv_cache';
 import { resolveConfig } from '../src/config';
 import { relativeError } from './helpers';
+import { SIMD_VARIANTS } from './simd_variants';
 
 const TOL = 1e-4;
 
@@ -74,12 +78,14 @@ function maskValues(T: number, kind: MaskKind): number[] {
   return m;
 }
 
-describe('wasm kernels agree with cpu', () => {
+for (const variant of SIMD_VARIANTS) describe(`wasm kernels (${variant} SIMD) agree with cpu`, () => {
   beforeAll(async () => {
-    await initBackend('wasm');
+    await initBackend('wasm', { wasmSimd: variant });
     expect(nativeKernels(), 'kernels bound by initBackend').not.toBeNull();
   });
   afterAll(async () => {
+    await initBackend('wasm');
+    expect(wasmSimdVariant(), 'the build every test of this block ran on').toBe(variant);
     await initBackend('cpu');
   });
 
@@ -214,11 +220,14 @@ async function fedLogits(model: Transformer, cache: KVCache, tokens: number[], c
   return out;
 }
 
-describe('wasm kernels: a row does not depend on the rows computed with it', () => {
+for (const variant of SIMD_VARIANTS) describe(`wasm kernels (${variant} SIMD): a row does not depend on the rows computed with it`, () => {
   // Greedy speculative decoding is token-identical to plain decoding only if a token's logits are the same whether the
   // token is fed alone (AR), with a few drafts, or in a prefill: the same bits, not 1e-7 apart (a near-tie could flip).
   beforeAll(async () => {
-    await initBackend('wasm');
+    await initBackend('wasm', { wasmSimd: variant });
+  });
+  afterAll(() => {
+    expect(wasmSimdVariant(), 'the build every test of this block ran on').toBe(variant);
   });
 
   /** Rows [from, to) of x·W (+ b, + r) computed on their own. */
@@ -347,11 +356,11 @@ describe('wasm kernels hygiene', () => {
   });
 });
 
-describe('native/kernels.wasm', () => {
-  const file = path.join(__dirname, '..', 'src', 'backend', 'native', 'kernels.wasm');
+for (const [name, base64] of [['kernels.wasm', KERNELS_WASM_BASE64], ['kernels_relaxed.wasm', KERNELS_RELAXED_WASM_BASE64]]) describe(`native/${name}`, () => {
+  const file = path.join(__dirname, '..', 'src', 'backend', 'native', name);
 
-  it('is what kernels_wasm.ts embeds (rebuild with src/backend/native/build.sh)', () => {
-    expect(Buffer.from(KERNELS_WASM_BASE64, 'base64').equals(fs.readFileSync(file))).toBe(true);
+  it(`is what ${name.replace('.wasm', '_wasm.ts')} embeds (rebuild with src/backend/native/build.sh)`, () => {
+    expect(Buffer.from(base64, 'base64').equals(fs.readFileSync(file))).toBe(true);
   });
 
   it('imports its memory and has no data section (it must not write into tfjs memory on its own)', () => {

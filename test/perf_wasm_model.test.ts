@@ -3,16 +3,18 @@
  * KV-cache decoding equals a full forward (also past the cache's first capacity, and with batch 2), truncate and
  * gather (in order and out of order) behave as on plain tensors, tree masks with explicit positions work, the cache's
  * layer() view and append() API are unchanged, and decoding and training leak nothing. Reference: the same seeded
- * weights on the `cpu` backend. Tolerance 1e-4 (float32 summation order differs between backends).
+ * weights on the `cpu` backend. Tolerance 1e-4 (float32 summation order differs between backends). On both builds of
+ * the kernels, plain and relaxed SIMD (test/simd_variants.ts).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { MODEL_DEFAULTS, ModelConfig } from '../src/config';
 import { initBackend } from '../src/backend/index';
-import { nativeKernels } from '../src/backend/wasm_native';
+import { nativeKernels, wasmSimdVariant } from '../src/backend/wasm_native';
 import { Transformer, MASKED } from '../src/model/transformer';
 import { createModel } from '../src/model/create';
 import { maxAbsDiff, randomTokens } from './helpers';
+import { SIMD_VARIANTS } from './simd_variants';
 
 const TOL = 1e-4;
 /** Head size 12: exercises the kernels' 8- and 4-column tiles. */
@@ -33,15 +35,17 @@ function at(x: Float32Array, T: number, b: number, t0: number, t1: number): Floa
   return x.subarray((b * T + t0) * V, (b * T + t1) * V);
 }
 
-describe('transformer on the fast wasm path', () => {
+for (const variant of SIMD_VARIANTS) describe(`transformer on the fast wasm path (${variant} SIMD)`, () => {
   let model: Transformer;
   beforeAll(async () => {
-    await initBackend('wasm');
+    await initBackend('wasm', { wasmSimd: variant });
     expect(nativeKernels()).not.toBeNull();
     model = new Transformer(cfg);
   });
   afterAll(async () => {
     model.dispose();
+    await initBackend('wasm');
+    expect(wasmSimdVariant(), 'the build every test of this block ran on').toBe(variant);
     await initBackend('cpu');
   });
 

@@ -4,7 +4,8 @@
  * Backends (docs/backends.md has the measurements behind these choices):
  *  - `cpu`: pure JS reference; correct, very slow.
  *  - `wasm`: tfjs-backend-wasm with SIMD (1 thread in Node), plus the fixes and fused kernels in wasm_fixes.ts (the
- *    fused kernels are bound to the backend here, once it is ready; `nativeKernelsLoaded()` tells). The CPU workhorse.
+ *    fused kernels are bound to the backend here, once it is ready; `nativeKernelsLoaded()` tells; their plain or
+ *    relaxed-SIMD build is chosen here too, wasm_simd.ts). The CPU workhorse.
  *  - `webgpu`: in the browser through navigator.gpu; in Node through Dawn (node_webgpu.ts). Under Node, read tensors with
  *    `await t.data()`: `dataSync()` throws there for results computed on the GPU.
  *  - `webgl`: browser only (headless-gl in Node returns wrong data for slice/split with an offset).
@@ -17,7 +18,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { canResolve, currentPlatform, nodeRequire, type Platform } from './platform';
 import { registerWasmFixes } from './wasm_fixes';
-import { loadNativeKernels } from './wasm_native';
+import { loadNativeKernels, wasmSimdVariant } from './wasm_native';
+import { chooseWasmSimd, relaxedSimdSupported, wasmSimdModeFromEnv, type WasmSimdMode } from './wasm_simd';
 
 export const BACKEND_NAMES = ['auto', 'cpu', 'wasm', 'webgl', 'webgpu', 'tensorflow'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -27,7 +29,10 @@ export interface BackendInfo {
   /** The tfjs backend name now active (tf.getBackend()). */
   name: string;
   platform: Platform;
-  /** What runs underneath, e.g. 'wasm SIMD, 1 thread', a WebGPU adapter's description, or 'pure JS'. */
+  /**
+   * What runs underneath, e.g. 'wasm SIMD, 1 thread, kernels: relaxed SIMD', a WebGPU adapter's description, or
+   * 'pure JS'.
+   */
   detail: string;
 }
 
@@ -38,6 +43,13 @@ export interface InitBackendOptions {
    * ending in '/', e.g. 'https://cdn.jsdelivr.net/npm/@tensorflow/tfjs-backend-wasm@4.22.0/dist/'. Not needed in Node.
    */
   wasmPath?: string;
+  /**
+   * wasm only: which build of this package's kernels to bind (src/backend/wasm_simd.ts): 'relaxed' (fused
+   * multiply-adds; throws where the engine lacks relaxed SIMD, saying how to enable it), 'plain', or 'auto' (relaxed
+   * when the engine accepts it, else plain). Default: the build already bound to the backend, else the environment
+   * variable MTP_WASM_SIMD (Node), else 'auto'. Given for a wasm backend that is already initialized, it rebinds.
+   */
+  wasmSimd?: WasmSimdMode;
 }
 
 const TFJS_NODE = '@tensorflow/tfjs-node';
@@ -101,7 +113,13 @@ async function autoCandidates(): Promise<string[]> {
 /** Prepares, sets and readies one backend; a lookup when it is already the active one. */
 async function activate(name: string, options: InitBackendOptions): Promise<BackendInfo> {
   const known = initialized.get(name);
-  if (known !== undefined && tf.getBackend() === name) return known;
+  if (known !== undefined && tf.getBackend() === name) {
+    if (name !== 'wasm' || options.wasmSimd === undefined) return known;
+    await loadNativeKernels(options.wasmSimd);
+    const info: BackendInfo = { ...known, detail: `${known.detail.replace(/, kernels: .*$/, '')}${describeWasmKernels()}` };
+    initialized.set(name, info);
+    return info;
+  }
 
   const platform = currentPlatform();
   const describe = await prepare(name, platform, options);
@@ -112,7 +130,7 @@ async function activate(name: string, options: InitBackendOptions): Promise<Back
   }
   await tf.ready();
   if (name === 'cpu' && platform === 'node') silenceTfjsNodeHint();
-  if (name === 'wasm') await loadNativeKernels();
+  if (name === 'wasm') await loadNativeKernels(options.wasmSimd);
   const info: BackendInfo = { name, platform, detail: await describe() };
   initialized.set(name, info);
   return info;
@@ -129,11 +147,13 @@ async function prepare(name: string, platform: Platform, options: InitBackendOpt
     case 'wasm': {
       const wasm = await import('@tensorflow/tfjs-backend-wasm');
       if (options.wasmPath !== undefined) wasm.setWasmPaths(options.wasmPath);
+      // an unknown mode, or 'relaxed' where the engine lacks it, fails here, before the active backend changes
+      chooseWasmSimd(options.wasmSimd ?? wasmSimdModeFromEnv() ?? 'auto', relaxedSimdSupported());
       registerWasmFixes();
       return async () => {
         const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) ? 'SIMD' : 'no SIMD';
         const threads = wasm.getThreadsCount();
-        return `wasm ${simd}, ${threads} thread${threads === 1 ? '' : 's'}`;
+        return `wasm ${simd}, ${threads} thread${threads === 1 ? '' : 's'}${describeWasmKernels()}`;
       };
     }
     case 'webgl':
@@ -178,6 +198,12 @@ async function prepare(name: string, platform: Platform, options: InitBackendOpt
     default:
       throw new Error(`Unknown backend '${name}'. Allowed: ${BACKEND_NAMES.join(', ')}.`);
   }
+}
+
+/** ', kernels: relaxed SIMD' or ', kernels: plain SIMD' for the build bound to the active wasm backend; '' when none is. */
+function describeWasmKernels(): string {
+  const variant = wasmSimdVariant();
+  return variant === null ? '' : `, kernels: ${variant} SIMD`;
 }
 
 /**

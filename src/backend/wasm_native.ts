@@ -11,10 +11,20 @@
  * `initBackend('wasm')` awaits `loadNativeKernels()`; until then, or when a backend's memory cannot be shared (the
  * multi-threaded tfjs build uses shared memory), `nativeKernels()` is null and the model uses plain tfjs ops.
  * The tfjs flag MTP_WASM_FAST turns every fast path of this package off (for comparisons within one process).
+ * There are two builds of the kernels, plain SIMD and relaxed SIMD (wasm_simd.ts says which is chosen and how);
+ * `wasmSimdVariant()` tells which one is bound.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { KERNELS_WASM_BASE64 } from './native/kernels_wasm';
+import {
+  chooseWasmSimd,
+  checkWasmSimdMode,
+  kernelModuleBytes,
+  relaxedSimdSupported,
+  wasmSimdModeFromEnv,
+  type WasmSimdMode,
+  type WasmSimdVariant,
+} from './wasm_simd';
 
 /** Pointers are byte offsets into the tfjs heap; counts and strides are in elements. */
 export interface NativeExports {
@@ -80,14 +90,19 @@ export function wasmFastEnabled(): boolean {
 /** Bytes of the block the module's shadow stack points into (it uses none today; see native/build.sh). */
 const STACK_BYTES = 1 << 16;
 
-/** The kernels bound to one wasm backend instance, with a reusable scratch block on its heap. */
+/**
+ * The kernels bound to one wasm backend instance, with a reusable scratch block on its heap. `fn` is the bound
+ * module's exports: callers look it up at each call, so rebinding the other module (loadNativeKernels) takes effect
+ * at the next kernel.
+ */
 export class NativeKernels {
   private scratchPtr = 0;
   private scratchBytes = 0;
 
   constructor(
     readonly backend: BackendWasm,
-    readonly fn: NativeExports,
+    public fn: NativeExports,
+    public variant: WasmSimdVariant,
   ) {}
 
   /** Heap byte offset of a tensor's data. */
@@ -114,39 +129,62 @@ export class NativeKernels {
   }
 }
 
-let compiled: Promise<object> | undefined;
+const compiled = new Map<WasmSimdVariant, Promise<object>>();
 const instances = new WeakMap<object, NativeKernels>();
-
-function decodeBase64(b64: string): ArrayBuffer {
-  const bin = atob(b64);
-  const buffer = new ArrayBuffer(bin.length);
-  const bytes = new Uint8Array(buffer);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return buffer;
-}
+/** Per backend, each module instantiated against its memory so far (switching back costs nothing). */
+const modules = new WeakMap<object, Map<WasmSimdVariant, NativeExports>>();
+/** Per backend, the block the modules' shadow-stack pointers point into (kernels run one at a time, so one block serves both). */
+const stacks = new WeakMap<object, number>();
 
 /**
- * Instantiates the kernels for the active backend (must be `wasm`, initialized). Idempotent. Returns false, leaving
- * the model on plain tfjs ops, when they cannot run here: the backend's memory cannot be imported (the
- * multi-threaded tfjs build uses shared memory), or the engine lacks a WebAssembly feature they use (SIMD, bulk
- * memory, mutable globals: browsers from 2021 on have all three).
+ * Instantiates the kernels for the active backend (must be `wasm`, initialized). Which module: `mode` when given
+ * (see wasm_simd.ts), else the one already bound, else MTP_WASM_SIMD, else 'auto'. Binding the other module to a
+ * backend that has kernels rebinds it. Throws when 'relaxed' is asked for and the engine lacks relaxed SIMD, or for
+ * an unknown mode. Returns false, leaving the model on plain tfjs ops, when they cannot run here: the backend's memory
+ * cannot be imported (the multi-threaded tfjs build uses shared memory), or the engine lacks a WebAssembly feature
+ * they use (SIMD, bulk memory, mutable globals: browsers from 2021 on have all three).
  */
-export async function loadNativeKernels(): Promise<boolean> {
+export async function loadNativeKernels(mode?: WasmSimdMode): Promise<boolean> {
   const backend = tf.backend() as BackendWasm;
   if (tf.getBackend() !== 'wasm') throw new Error('loadNativeKernels: the active backend is not wasm');
-  if (instances.has(backend)) return true;
+  const bound = instances.get(backend);
+  if (mode === undefined && bound !== undefined) return true;
+  const variant = chooseWasmSimd(
+    mode === undefined ? (wasmSimdModeFromEnv() ?? 'auto') : checkWasmSimdMode(mode),
+    relaxedSimdSupported(),
+  );
+  if (bound?.variant === variant) return true;
   const memory = (backend.wasm as unknown as { asm?: { memory?: unknown } }).asm?.memory;
   if (!(memory instanceof wasmApi.Memory) || isShared(memory)) return false;
-  let instance: { exports: object };
-  try {
-    compiled ??= wasmApi.compile(decodeBase64(KERNELS_WASM_BASE64));
-    instance = await wasmApi.instantiate(await compiled, { env: { memory } });
-  } catch {
-    return false;
+  const loaded = modules.get(backend) ?? new Map<WasmSimdVariant, NativeExports>();
+  let fn = loaded.get(variant);
+  if (fn === undefined) {
+    try {
+      let module = compiled.get(variant);
+      if (module === undefined) {
+        module = wasmApi.compile(kernelModuleBytes(variant));
+        compiled.set(variant, module);
+      }
+      fn = (await wasmApi.instantiate(await module, { env: { memory } })).exports as unknown as NativeExports;
+    } catch {
+      compiled.delete(variant);
+      return false;
+    }
+    let stack = stacks.get(backend);
+    if (stack === undefined) {
+      stack = emscripten(backend)._malloc(STACK_BYTES) + STACK_BYTES;
+      stacks.set(backend, stack);
+    }
+    fn.__stack_pointer.value = stack;
+    loaded.set(variant, fn);
+    modules.set(backend, loaded);
   }
-  const fn = instance.exports as unknown as NativeExports;
-  fn.__stack_pointer.value = emscripten(backend)._malloc(STACK_BYTES) + STACK_BYTES;
-  instances.set(backend, new NativeKernels(backend, fn));
+  if (bound !== undefined) {
+    bound.fn = fn;
+    bound.variant = variant;
+  } else {
+    instances.set(backend, new NativeKernels(backend, fn, variant));
+  }
   return true;
 }
 
@@ -157,6 +195,12 @@ function isShared(memory: { buffer: ArrayBufferLike }): boolean {
 /** True when the kernels are bound to the active backend (whatever the MTP_WASM_FAST flag says). */
 export function nativeKernelsLoaded(): boolean {
   return instances.has(tf.backend());
+}
+
+/** Which kernel module is bound to the active backend ('relaxed' or 'plain'), or null when none is (or it is not wasm). */
+export function wasmSimdVariant(): WasmSimdVariant | null {
+  if (tf.getBackend() !== 'wasm') return null;
+  return instances.get(tf.backend())?.variant ?? null;
 }
 
 /** The kernels of the active backend when it is wasm, they are loaded and the fast paths are on; else null. */

@@ -88,8 +88,8 @@ INLINE void micro(const int mr, int kc, const float *Ap, const float *Bp, int ld
     const v128_t b0 = wasm_v128_load(Bp + ldb * k), b1 = wasm_v128_load(Bp + ldb * k + 4);
     for (int r = 0; r < mr; r++) {
       const v128_t a = wasm_v128_load32_splat(Ap + k * MR + r);
-      acc[r][0] = wasm_f32x4_add(acc[r][0], wasm_f32x4_mul(a, b0));
-      acc[r][1] = wasm_f32x4_add(acc[r][1], wasm_f32x4_mul(a, b1));
+      acc[r][0] = MADD(a, b0, acc[r][0]);
+      acc[r][1] = MADD(a, b1, acc[r][1]);
     }
   }
   for (int r = 0; r < mr; r++) {
@@ -131,10 +131,10 @@ INLINE void micro16(const int mr, int kc, const float *A, int lda, const float *
     const v128_t b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 4), b2 = wasm_v128_load(b + 8), b3 = wasm_v128_load(b + 12);
     for (int r = 0; r < mr; r++) {
       const v128_t a = wasm_v128_load32_splat(A + r * lda + k);
-      acc[r][0] = wasm_f32x4_add(acc[r][0], wasm_f32x4_mul(a, b0));
-      acc[r][1] = wasm_f32x4_add(acc[r][1], wasm_f32x4_mul(a, b1));
-      acc[r][2] = wasm_f32x4_add(acc[r][2], wasm_f32x4_mul(a, b2));
-      acc[r][3] = wasm_f32x4_add(acc[r][3], wasm_f32x4_mul(a, b3));
+      acc[r][0] = MADD(a, b0, acc[r][0]);
+      acc[r][1] = MADD(a, b1, acc[r][1]);
+      acc[r][2] = MADD(a, b2, acc[r][2]);
+      acc[r][3] = MADD(a, b3, acc[r][3]);
     }
   }
   for (int r = 0; r < mr; r++) {
