@@ -50,6 +50,14 @@ export interface InitBackendOptions {
    * variable MTP_WASM_SIMD (Node), else 'auto'. Given for a wasm backend that is already initialized, it rebinds.
    */
   wasmSimd?: WasmSimdMode;
+  /**
+   * wasm in a browser only: allow tfjs-backend-wasm's multi-threaded build, which it picks whenever SharedArrayBuffer
+   * is available (a cross-origin-isolated page). Default false: one thread, so that this package's SIMD kernels run
+   * (they need the single-threaded build's unshared memory, and give more than threads do on a few cores); a page
+   * trains on several cores with data-parallel ranks instead (src/train/data_parallel_web.ts). Node has no threaded
+   * build. Read before the backend first initializes.
+   */
+  wasmThreads?: boolean;
 }
 
 const TFJS_NODE = '@tensorflow/tfjs-node';
@@ -149,6 +157,7 @@ async function prepare(name: string, platform: Platform, options: InitBackendOpt
       if (options.wasmPath !== undefined) wasm.setWasmPaths(options.wasmPath);
       // an unknown mode, or 'relaxed' where the engine lacks it, fails here, before the active backend changes
       chooseWasmSimd(options.wasmSimd ?? wasmSimdModeFromEnv() ?? 'auto', relaxedSimdSupported());
+      if (platform === 'browser' && options.wasmThreads !== true) tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
       registerWasmFixes();
       return async () => {
         const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) ? 'SIMD' : 'no SIMD';
