@@ -11,7 +11,9 @@
 #                                         src/zoo/; logs and metrics beside them; unfinished runs' folders under
 #                                         models/unfinished/, to --resume elsewhere)
 #
-# ZOO_ONLY="code-parallel-k4 code-sequential-d3" trains only the named jobs; ZOO_WORKERS=n gives every job n workers.
+# ZOO_ONLY="code-parallel-k4 code-sequential-d3" trains only the named jobs; ZOO_WORKERS=n gives every job n workers;
+# ZOO_SERIAL=1 trains the jobs one after another (the baseline for timing the parallel run: `wait` prints the wall time).
+# ZOO_PRESET=tiny picks another preset.
 #
 # Jobs, per corpus (code, prose): the AR baseline, parallel heads k = 2, 4, 8, sequential modules D = 1, 2, 3 (the
 # `deep` preset, equal steps), and on that corpus's AR baseline once it has finished (at once when ZOO_TRUNKS names a
@@ -47,10 +49,26 @@ train() { # train NAME STEPS WORKERS FLAGS...: one detached mtp train, its comma
   shift 3
   mkdir -p "$runs/$name"
   echo "npm run mtp -- train --preset=$preset --train.steps=$steps --train.backend=wasm --train.workers=$workers --out=runs/zoo/$name ${*//$runs/runs/zoo}" > "$runs/$name.command"
+  if [ -n "${ZOO_SERIAL:-}" ]; then # in this shell, one after another (start runs itself detached then)
+    "$node" "$d/mtp.js" train --preset="$preset" --train.steps="$steps" --train.backend=wasm --train.workers="$workers" --out="$runs/$name" "$@" > "$runs/$name.log" 2>&1 < /dev/null
+    return
+  fi
   # shellcheck disable=SC2086
   # under a shell that waits for it: the CLI stops cleanly when its parent exits, and `start` returns at once
   setsid nohup bash -c '"$@"; exit $?' train "$node" "$d/mtp.js" train --preset="$preset" --train.steps="$steps" --train.backend=wasm \
     --train.workers="$workers" --out="$runs/$name" "$@" > "$runs/$name.log" 2>&1 < /dev/null &
+}
+
+serial() { # serial STEPS: every trunk job, then the frozen ones, one at a time (ZOO_SERIAL=1)
+  while read -r name workers flags; do
+    # shellcheck disable=SC2086
+    train "$name" "$1" "$workers" $flags
+  done < <(jobs)
+  for corpus in code prose; do
+    for job in medusa1-k5 feature feature-fused; do
+      wanted "$corpus-$job" && bash "$0" frozen "$corpus" "$job" "$1"
+    done
+  done
 }
 
 case "${1:-}" in
@@ -60,7 +78,12 @@ case "${1:-}" in
     [ -e node_modules ] || ln -s $d/node_modules node_modules
     [ -e ../models ] || ln -s "$PWD/models" ../models # zoo:NAME from the bundle in $d looks two folders up
     mkdir -p $runs
-    echo "$(nproc) cores; $(jobs | wc -l) trunk jobs, $steps steps each, preset $preset"
+    echo "$(nproc) cores; $(jobs | wc -l) trunk jobs, $steps steps each, preset $preset${ZOO_SERIAL:+, one at a time}"
+    date +%s > "$runs/started"
+    if [ -n "${ZOO_SERIAL:-}" ]; then
+      setsid nohup bash "$0" serial "$steps" > "$runs/serial.log" 2>&1 < /dev/null &
+      exit 0
+    fi
     while read -r name workers flags; do
       # shellcheck disable=SC2086
       train "$name" "$steps" "$workers" $flags
@@ -74,6 +97,9 @@ case "${1:-}" in
     done
     sleep 20
     tail -n 2 $runs/*.log | grep -E "backend|error" || true
+    ;;
+  serial) # internal: serial STEPS
+    serial "$2"
     ;;
   frozen) # internal: frozen CORPUS JOB STEPS — a model on the frozen trunk of CORPUS-ar (trained here, or carried in $runs)
     flags=(--mtp.kind=medusa --mtp.heads=5 --mtp.frozenTrunk=true)
@@ -90,9 +116,10 @@ case "${1:-}" in
       printf '%s running:' "$(date +%T)"
       for m in $runs/*/metrics.jsonl; do printf ' %s@%s' "$(basename "$(dirname "$m")")" "$(tail -n 1 "$m" | grep -o '"step":[0-9]*' | cut -d: -f2)"; done
       echo
-      (( running == 0 )) && ! pgrep -f "until grep -qE" > /dev/null && break
-      sleep 30
+      (( running == 0 )) && ! pgrep -f "until grep -qE|zoo.sh serial" > /dev/null && break
+      sleep "${ZOO_POLL:-30}"
     done
+    echo "wall time since start: $(( $(date +%s) - $(cat $runs/started) )) s"
     ;;
   collect)
     out=$2
