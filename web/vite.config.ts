@@ -3,6 +3,7 @@
  * so the built folder works from any path. Beside the bundle it ships everything the page loads, so nothing comes
  * from a CDN: the zoo (`zoo/manifest.json` and every weights file it lists), tfjs-backend-wasm's `.wasm` binaries
  * (`tfjs-wasm/`) and the first MiB of each training corpus (`corpus/<name>.txt`, for the nano-training panel).
+ * The development and preview servers make the page cross-origin isolated, so it may train data-parallel.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -35,6 +36,29 @@ function staticFiles(): Map<string, () => Uint8Array> {
 
 const TYPES: Record<string, string> = { '.json': 'application/json', '.wasm': 'application/wasm', '.txt': 'text/plain; charset=utf-8' };
 
+/**
+ * The headers that make a page cross-origin isolated (`crossOriginIsolated`), the condition for SharedArrayBuffer,
+ * which data-parallel training shares its step through. Everything the page loads is its own origin's, so
+ * require-corp blocks nothing.
+ */
+const CROSS_ORIGIN_ISOLATION: Record<string, string> = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+};
+
+/** Sends CROSS_ORIGIN_ISOLATION with every response of the development and preview servers (the workers' scripts too). */
+function crossOriginIsolation(): Plugin {
+  const headers = (_req: unknown, res: { setHeader(name: string, value: string): void }, next: () => void) => {
+    for (const [name, value] of Object.entries(CROSS_ORIGIN_ISOLATION)) res.setHeader(name, value);
+    next();
+  };
+  return {
+    name: 'mtp-lab-isolation',
+    configureServer: (server) => void server.middlewares.use(headers),
+    configurePreviewServer: (server) => void server.middlewares.use(headers),
+  };
+}
+
 /** Serves the static files in development and writes them into the build. */
 function labStatic(): Plugin {
   const files = staticFiles();
@@ -58,7 +82,7 @@ function labStatic(): Plugin {
 export default defineConfig({
   root: WEB,
   base: './',
-  plugins: [labStatic()],
+  plugins: [crossOriginIsolation(), labStatic()],
   worker: { format: 'es' },
   build: {
     outDir: path.join(WEB, 'dist'),

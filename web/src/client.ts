@@ -4,7 +4,7 @@
  */
 import type { BackendInfo } from '../../src/backend/index';
 import type { MtpKind } from '../../src/config';
-import type { CheckResult, DecodeRequest, DecodeResult, LabBackend, ModelSummary, Reply, Request, StepEvent, TrainEvent, TrainRequest, WorkerEvent } from './protocol';
+import type { CheckResult, DecodeRequest, DecodeResult, LabBackend, ModelSummary, Reply, Request, StepEvent, TrainEvent, TrainRequest, TrainResult, WorkerEvent } from './protocol';
 
 interface Pending {
   resolve(v: unknown): void;
@@ -39,7 +39,7 @@ export class LabClient {
     return this.send({ op: 'checkpoint', name, bytes }, undefined, [bytes]);
   }
 
-  train(req: TrainRequest, onEvent?: (e: TrainEvent) => void): Promise<ModelSummary> {
+  train(req: TrainRequest, onEvent?: (e: TrainEvent) => void): Promise<TrainResult> {
     return this.send({ op: 'train', req }, onEvent as (e: WorkerEvent) => void);
   }
 

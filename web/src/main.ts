@@ -6,12 +6,14 @@
  */
 import type { AcceptanceName } from '../../src/decode/acceptance';
 import type { MtpKind } from '../../src/config';
+import { median } from '../../src/util/median';
 import { LabClient } from './client';
 import { LAB_BACKENDS, LabBackend, LabDecoder, LabTree, DecodeRequest, DecodeResult, ModelSummary, StepEvent } from './protocol';
 import { LaneView } from './ui/lane_view';
 import { LossPlot } from './ui/loss_plot';
 import { TokenText } from './ui/token_text';
 import { drawTree } from './ui/tree_view';
+import { WorkersControl } from './ui/workers_control';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const value = (id: string) => $<HTMLInputElement | HTMLSelectElement>(id).value;
@@ -22,10 +24,13 @@ const PROMPTS: Record<string, string> = {
   prose: 'Call me Ishmael. Some years ago',
 };
 const NANO = '__nano__';
+/** Rows per batch of the training panel's runs. */
+const TRAIN_BATCH = 8;
 
 const client = new LabClient();
 const lanes = { draft: new LaneView($('lane-draft')), ar: new LaneView($('lane-ar')) };
 const lossPlot = new LossPlot($('loss-plot'));
+const workers = new WorkersControl($<HTMLInputElement>('train-workers'), $('train-workers-note'), TRAIN_BATCH);
 let model: ModelSummary | null = null;
 
 function message(text: string, error = false): void {
@@ -47,6 +52,7 @@ function setBusy(b: boolean): void {
   $<HTMLButtonElement>('train-start').disabled = b;
   $<HTMLButtonElement>('train-stop').disabled = !b;
   for (const id of ['backend', 'model', 'ckpt']) $<HTMLInputElement>(id).disabled = b;
+  workers.update(document.body.dataset.backend, b);
 }
 
 /** Runs one worker request with the controls locked; errors go to the messages panel. */
@@ -186,13 +192,20 @@ async function train(): Promise<void> {
     const res = await fetch(new URL(`corpus/${corpus}.txt`, document.baseURI));
     if (!res.ok) throw new Error(`could not load corpus/${corpus}.txt: HTTP ${res.status}`);
     const text = await res.text();
-    setStatus('train-status', `training on ${document.body.dataset.backend}…`);
-    const t0 = performance.now();
-    return client.train({ corpus, text, kind, k: kind === 'none' ? 1 : num('train-k'), steps, lr: num('train-lr'), batchSize: 8, seed: 1 }, (e) => {
+    const n = workers.value;
+    const backend = document.body.dataset.backend;
+    setStatus('train-status', `training on ${backend} with ${n} worker${n === 1 ? '' : 's'}…`);
+    const ms: number[] = [];
+    const req = { corpus, text, kind, k: kind === 'none' ? 1 : num('train-k'), steps, lr: num('train-lr'), batchSize: TRAIN_BATCH, seed: 1, workers: n };
+    const r = await client.train(req, (e) => {
       progress.value = e.step / e.steps;
       lossPlot.add(e.step, e.loss);
-      setStatus('train-status', `step ${e.step}/${e.steps}, loss ${e.loss.toFixed(3)} (${((performance.now() - t0) / e.step).toFixed(0)} ms/step on ${document.body.dataset.backend})`);
+      ms.push(e.ms);
+      const step = median(ms); // robust to the first steps, which also warm the backend up
+      const speed = `${step.toFixed(0)} ms/step, ${((e.tokens * 1000) / step).toFixed(0)} tokens/s, ${e.workers} worker${e.workers === 1 ? '' : 's'} on ${backend}`;
+      setStatus('train-status', `step ${e.step}/${e.steps}, loss ${e.loss.toFixed(3)} (${speed})`);
     });
+    return r.model;
   });
   lossPlot.draw();
   if (m) {

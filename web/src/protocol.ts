@@ -108,6 +108,10 @@ export interface DecodeResult {
   stopped: boolean;
 }
 
+/** Model shapes the page trains: nano (the panel's), small (the benchmark shape, to time training as bench:parallel does). */
+export const LAB_TRAIN_PRESETS = ['nano', 'small'] as const;
+export type LabTrainPreset = (typeof LAB_TRAIN_PRESETS)[number];
+
 export interface TrainRequest {
   corpus: string;
   /** Corpus text to train on (the page fetches it). */
@@ -119,6 +123,15 @@ export interface TrainRequest {
   lr: number;
   batchSize: number;
   seed: number;
+  /** The model's shape. Default 'nano'. */
+  preset?: LabTrainPreset;
+  /**
+   * Data-parallel ranks: the lab worker and workers − 1 more Web Workers, each training its share of every batch.
+   * Default 1. More than 1 needs a cross-origin-isolated page and the wasm or cpu backend, and at most batchSize.
+   */
+  workers?: number;
+  /** Fault injection for tests: every rank but the lab worker's throws before this step. Default: never. */
+  faultStep?: number;
 }
 
 export interface TrainEvent {
@@ -126,7 +139,20 @@ export interface TrainEvent {
   step: number;
   steps: number;
   loss: number;
+  /** Wall milliseconds of the step (rank 0's, which waits for every rank). */
   ms: number;
+  /** Tokens the step trained on (batch × context, over every rank). */
+  tokens: number;
+  /** Ranks training. */
+  workers: number;
+}
+
+/** A finished training run: the model it loaded, and its ranks. */
+export interface TrainResult {
+  model: ModelSummary;
+  workers: number;
+  /** sha256 of each rank's weights at the end, rank 0's first (equal: the copies stayed bit-identical); one entry with one rank. */
+  weights: string[];
 }
 
 /** A nano model's next-token logits and the gradient of every parameter, for comparison across backends. */

@@ -1,17 +1,26 @@
 /**
  * The lab worker: runs every TensorFlow.js computation off the page's thread (decoding, training, checks) and
  * answers the page's requests (protocol.ts) with events and one result each.
+ *
+ * The same script, started under a rank's name, is a data-parallel rank of the lab's training instead
+ * (src/train/data_parallel_web.ts): the ranks reuse this bundle rather than the browser loading a second copy of
+ * TensorFlow.js and the library.
  */
+import { isWebRank, serveWebRank } from '../../src/train/data_parallel_web';
 import { Lab } from './lab/lab';
 import type { Reply, Request, WorkerEvent } from './protocol';
 
-const lab = new Lab();
-const scope = self as unknown as { postMessage(m: Reply): void; onmessage: ((e: MessageEvent<{ id: number; request: Request; base: string }>) => void) | null };
+type Incoming = MessageEvent<{ id: number; request: Request; base: string }>;
+const scope = self as unknown as { location: Location; postMessage(m: Reply): void; onmessage: ((e: Incoming) => void) | null };
+const lab = new Lab({ rankScript: scope.location.href });
 
 /** Requests run one at a time, in order; 'stop' is handled at once (it only sets a flag the runs read). */
 let queue: Promise<unknown> = Promise.resolve();
 
-scope.onmessage = (e) => {
+if (isWebRank()) serveWebRank();
+else scope.onmessage = receive;
+
+function receive(e: Incoming): void {
   const { id, request, base } = e.data;
   if (request.op === 'stop') {
     lab.stop();
@@ -27,7 +36,7 @@ scope.onmessage = (e) => {
       scope.postMessage({ id, type: 'error', message: (err as Error)?.message ?? String(err) });
     }
   });
-};
+}
 
 function handle(id: number, r: Request): Promise<unknown> {
   const emit = (event: WorkerEvent) => scope.postMessage({ id, type: 'event', event });

@@ -15,7 +15,10 @@ import type { MtpModel } from '../../../src/model/mtp_model';
 import { modelFromCheckpointBytes } from '../../../src/train/checkpoint_bytes';
 import type { ZooManifest } from '../../../src/zoo/manifest';
 import { checkManifest, sharedBase, zooModelFromBytes } from '../../../src/zoo/weights';
-import type { CheckResult, DecodeRequest, DecodeResult, LabBackend, LaneResult, LaneStats, ModelSummary, StepEvent, TrainEvent, TrainRequest } from '../protocol';
+import { webRankSpawner } from '../../../src/train/data_parallel_web';
+import { sharedMemoryUnavailable } from '../../../src/train/shared_memory';
+import { PARALLEL_BACKENDS } from '../../../src/train/worker_count';
+import type { CheckResult, DecodeRequest, DecodeResult, LabBackend, LaneResult, LaneStats, ModelSummary, StepEvent, TrainEvent, TrainRequest, TrainResult } from '../protocol';
 import { nanoCheck } from './check';
 import { drafterFor, laneName, ruleFor } from './choices';
 import { trainNano } from './nano_train';
@@ -48,10 +51,17 @@ function laneStats(lane: Lane): LaneStats {
   return { method: lane.method, generated: s.newTokens, forwards: s.forwards, tau: s.tau, alpha: s.alpha, tokensPerSec: s.tokensPerSec, ms: lane.ms };
 }
 
+export interface LabOptions {
+  /** The script of the data-parallel ranks' workers (the lab worker's own: it serves that role too, see worker.ts). */
+  rankScript: string;
+}
+
 export class Lab {
   private loaded: Loaded | null = null;
   private stopRequested = false;
   private wasmPath = '';
+
+  constructor(private readonly options: LabOptions) {}
 
   /** Where tfjs-backend-wasm's binaries are served (a URL ending in '/'). */
   setWasmPath(url: string): void {
@@ -103,11 +113,24 @@ export class Lab {
     return this.use(model, tokenizerFromSpec(spec), summarize(`file:${name}`, model, spec, (checkpoint.config as Config).train?.corpus));
   }
 
-  /** Trains a nano model on the active backend; it becomes the loaded model. */
-  async train(req: TrainRequest, emit: (e: TrainEvent) => void): Promise<ModelSummary> {
+  /**
+   * Trains a model (nano unless the request names another preset) on the active backend, with `req.workers`
+   * data-parallel ranks (this worker and Web Workers beside it, on the same backend); it becomes the loaded model.
+   */
+  async train(req: TrainRequest, emit: (e: TrainEvent) => void): Promise<TrainResult> {
     this.stopRequested = false;
-    const { model } = await trainNano(req, emit, () => this.stopRequested);
-    return this.use(model, new ByteTokenizer(), summarize(`nano ${req.kind} (trained here)`, model, { kind: 'byte' }, req.corpus));
+    const backend = tf.getBackend();
+    const workers = req.workers ?? 1;
+    if (!(Number.isInteger(workers) && workers >= 1)) throw new Error(`workers must be an integer ≥ 1, got ${workers}`);
+    if (workers > 1) {
+      const why = sharedMemoryUnavailable();
+      if (why !== null) throw new Error(`${workers} workers cannot train here: ${why}; train with 1 worker`);
+      if (!PARALLEL_BACKENDS.includes(backend)) throw new Error(`${workers} workers need the wasm or cpu backend (training runs on ${backend}): choose wasm, or train with 1 worker`);
+    }
+    const spawn = webRankSpawner({ script: this.options.rankScript, backend: this.wasmPath ? { wasmPath: this.wasmPath } : {}, faultStep: req.faultStep });
+    const { model, weights } = await trainNano(req, emit, () => this.stopRequested, { backend, spawn });
+    const summary = this.use(model, new ByteTokenizer(), summarize(`${req.preset ?? 'nano'} ${req.kind} (trained here)`, model, { kind: 'byte' }, req.corpus));
+    return { model: summary, workers, weights };
   }
 
   stop(): void {
