@@ -8,6 +8,10 @@
  *   dynamic tree) reproduces greedy AR token for token on the zoo models, on WebGL (a tree and a chain on WebGPU);
  * - speculative sampling with a seed repeats exactly, and another seed gives another text;
  * - the training panel trains on webgl; a checkpoint file opens; without WebGPU the page says so and uses WebGL;
+ * - the page is cross-origin isolated, and trains data-parallel there: a nano model on wasm with 2 workers (the lab
+ *   worker and a Web Worker) follows the 1-worker loss trajectory within Node's tolerance, every rank ends with the
+ *   same weights, a failing rank stops the run with its message; served without the isolation headers, the page
+ *   trains with 1 worker and says why;
  * - the page loads without console errors or off-host requests, a decoding run from the controls keeps the page's
  *   thread free (long tasks: few and short), and a screenshot of it is written (runs/browser/lab.png, or
  *   $MTP_LAB_SCREENSHOT).
@@ -22,10 +26,10 @@ import { resolveConfig } from '../src/config';
 import { createModel } from '../src/model/create';
 import { CHROMIUM_ARGS } from '../src/plot/write';
 import { saveCheckpoint } from '../src/train/checkpoint';
-import { buildLab, LabPage, openLab, serveLab, LabServer } from '../web/node/lab_browser';
+import { buildLab, LabPage, openLab, serveLab, serveStatic, LabServer } from '../web/node/lab_browser';
 import { nanoCheck } from '../web/src/lab/check';
 import { nanoMtp } from '../web/src/lab/choices';
-import type { CheckResult, DecodeRequest, DecodeResult, LabBackend, ModelSummary } from '../web/src/protocol';
+import type { CheckResult, DecodeRequest, DecodeResult, LabBackend, ModelSummary, TrainRequest, TrainResult } from '../web/src/protocol';
 import { relativeError } from './helpers';
 
 /**
@@ -34,6 +38,12 @@ import { relativeError } from './helpers';
  * ≤ 5e-8 (gradients) on both; float16 arithmetic would show as ~1e-3.
  */
 const TOLERANCE = 1e-5;
+/**
+ * Largest allowed |loss − loss with 1 worker| / loss per step of data-parallel training: test/data_parallel.test.ts's.
+ * The ranks sum their gradients in another order than one backward over the whole batch, so the trajectories agree
+ * within float summation error, not bit for bit.
+ */
+const DATA_PARALLEL_TOLERANCE = 1e-4;
 const SCREENSHOT = process.env.MTP_LAB_SCREENSHOT ?? path.resolve(__dirname, '..', 'runs', 'browser', 'lab.png');
 const PROMPT = 'export function parse(text: string): Node {\n  const ';
 
@@ -125,6 +135,98 @@ describe.each(GPU_BACKENDS)('on %s in Chromium', (backend) => {
   }, SLOW);
 });
 
+/** Trains through the page's worker client with the prose corpus the page serves; returns the result and each step's event. */
+function trainInPage(target: LabPage, req: Partial<TrainRequest>): Promise<{ result: TrainResult; losses: number[]; workers: number[] }> {
+  return target.page.evaluate(async (r) => {
+    const text = await (await fetch('corpus/prose.txt')).text();
+    const losses: number[] = [];
+    const workers: number[] = [];
+    const full = { corpus: 'prose', text, kind: 'parallel', k: 3, steps: 6, lr: 0.003, batchSize: 4, seed: 1, ...r };
+    const result = await (window as any).mtpLab.client.train(full, (e: { loss: number; workers: number }) => {
+      losses.push(e.loss);
+      workers.push(e.workers);
+    });
+    return { result, losses, workers };
+  }, req);
+}
+
+describe('data-parallel training in the page', () => {
+  it('the page is cross-origin isolated (SharedArrayBuffer exists), and wasm keeps one thread per engine', async () => {
+    expect(await lab.page.evaluate(() => crossOriginIsolated)).toBe(true);
+    expect(await lab.page.evaluate(() => typeof SharedArrayBuffer)).toBe('function');
+    const info = await call<{ name: string; detail: string }>('init', 'wasm');
+    expect(info.detail).toMatch(/^wasm SIMD, 1 thread(?!s)/); // not tfjs's threaded build, which the isolation would otherwise pick
+  }, SLOW);
+
+  it('2 workers on wasm follow the 1-worker loss trajectory, and every rank ends with the same weights', async () => {
+    await call('init', 'wasm');
+    const one = await trainInPage(lab, { workers: 1 });
+    const two = await trainInPage(lab, { workers: 2 });
+    expect(one.result.workers).toBe(1);
+    expect(two.result.workers).toBe(2);
+    expect(two.workers).toEqual([2, 2, 2, 2, 2, 2]);
+    expect(two.losses).toHaveLength(6);
+    two.losses.forEach((x, i) => expect(Math.abs(x - one.losses[i]), `step ${i + 1}`).toBeLessThan(DATA_PARALLEL_TOLERANCE * Math.abs(one.losses[i])));
+    expect(one.losses[5]).toBeLessThan(one.losses[0]);
+    expect(two.result.weights).toHaveLength(2);
+    expect(two.result.weights[1]).toBe(two.result.weights[0]); // rank 1 (a Web Worker) ended bit-identical to rank 0
+    expect(two.result.weights[0]).toMatch(/^[0-9a-f]{64}$/);
+    console.log(`wasm, 2 workers: losses ${two.losses.map((x) => x.toFixed(4)).join(' ')}, worst relative gap to 1 worker ${Math.max(...two.losses.map((x, i) => Math.abs(x - one.losses[i]) / one.losses[i])).toExponential(1)}`);
+  }, SLOW);
+
+  it('a failing rank stops the run with its message, and the page trains again afterwards', async () => {
+    await call('init', 'wasm');
+    await expect(trainInPage(lab, { workers: 2, faultStep: 3 })).rejects.toThrow('data-parallel worker 1 failed: injected fault before step 3');
+    const again = await trainInPage(lab, { workers: 2, steps: 2 });
+    expect(again.result.weights[1]).toBe(again.result.weights[0]);
+  }, SLOW);
+
+  it('the panel trains with the workers it shows; its status line gives workers and tokens/s', async () => {
+    const { page } = lab;
+    await page.selectOption('#backend', 'wasm');
+    await page.waitForFunction(() => document.body.dataset.state === 'idle' && document.body.dataset.backend === 'wasm');
+    expect(await page.isEnabled('#train-workers')).toBe(true);
+    expect(await page.isHidden('#train-workers-note')).toBe(true);
+    await page.fill('#train-workers', '2');
+    await page.dispatchEvent('#train-workers', 'change');
+    await page.selectOption('#train-kind', 'parallel'); // a model with heads: a plain one would switch the decoder control to prompt lookup for the tests after this
+    await page.fill('#train-steps', '4');
+    await page.click('#train-start');
+    await page.waitForFunction(() => document.body.dataset.state === 'idle' && /done/.test(document.getElementById('train-status')!.textContent!), undefined, { timeout: 120_000 });
+    expect(await page.textContent('#train-status')).toMatch(/^step 4\/4, loss \d\.\d{3} \(\d+ ms\/step, \d+ tokens\/s, 2 workers on wasm\)/);
+    // a GPU backend holds the control at 1 and says why
+    await page.selectOption('#backend', 'webgl');
+    await page.waitForFunction(() => document.body.dataset.state === 'idle' && document.body.dataset.backend === 'webgl');
+    expect(await page.inputValue('#train-workers')).toBe('1');
+    expect(await page.isDisabled('#train-workers')).toBe(true);
+    expect(await page.textContent('#train-workers-note')).toBe('Training uses 1 worker on webgl: data-parallel workers run on wasm or cpu.');
+  }, SLOW);
+
+  it('served without the isolation headers, the page trains with 1 worker and says why; asking for 2 is refused with the reason', async () => {
+    const plain = await serveStatic(outDir);
+    const other = await openLab(plain.url, '?backend=wasm&model=none', { args: CHROMIUM_ARGS });
+    try {
+      const { page } = other;
+      expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
+      expect(await page.inputValue('#train-workers')).toBe('1');
+      expect(await page.isDisabled('#train-workers')).toBe(true);
+      const why = /^Training uses 1 worker: the page is not cross-origin isolated, so SharedArrayBuffer is unavailable \(its server must send Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp\)\.$/;
+      expect(await page.textContent('#train-workers-note')).toMatch(why);
+      expect(await page.isVisible('#train-workers-note')).toBe(true);
+      await page.selectOption('#train-kind', 'none');
+      await page.fill('#train-steps', '2');
+      await page.click('#train-start');
+      await page.waitForFunction(() => document.body.dataset.state === 'idle' && /done/.test(document.getElementById('train-status')!.textContent!), undefined, { timeout: 120_000 });
+      expect(await page.textContent('#train-status')).toMatch(/^step 2\/2, loss \d\.\d{3} \(\d+ ms\/step, \d+ tokens\/s, 1 worker on wasm\)/);
+      await expect(trainInPage(other, { workers: 2, steps: 2 })).rejects.toThrow(/2 workers cannot train here: the page is not cross-origin isolated/);
+      expect(other.errors).toEqual([]);
+    } finally {
+      await other.browser.close();
+      await plain.close();
+    }
+  }, SLOW);
+});
+
 describe('in the page', () => {
   it('speculative sampling is seeded: the same seed repeats the text, another seed changes it', async () => {
     await call('init', 'webgl');
@@ -147,7 +249,7 @@ describe('in the page', () => {
     await page.click('#train-start');
     await page.waitForFunction(() => document.body.dataset.state === 'idle' && /done/.test(document.getElementById('train-status')!.textContent!), undefined, { timeout: 120_000 });
     expect(await page.evaluate(() => (document.getElementById('train-progress') as HTMLProgressElement).value)).toBe(1);
-    expect(await page.textContent('#train-status')).toMatch(/^step 8\/8, loss \d\.\d{3} \(\d+ ms\/step on webgl\)/);
+    expect(await page.textContent('#train-status')).toMatch(/^step 8\/8, loss \d\.\d{3} \(\d+ ms\/step, \d+ tokens\/s, 1 worker on webgl\)/);
     await page.waitForFunction(() => ((document.getElementById('loss-plot') as any).data?.[0]?.y?.length ?? 0) === 8);
     const losses: number[] = await page.evaluate(() => (document.getElementById('loss-plot') as any).data[0].y);
     expect(losses[7]).toBeLessThan(losses[0]);

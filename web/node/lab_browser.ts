@@ -1,14 +1,16 @@
 /**
  * The lab page in headless Chromium, for the browser tests and `npm run lab:measure` (Node only): build the page with
- * Vite, serve the built files on 127.0.0.1, and open it in Debian's Chromium (/usr/bin/chromium) driven by
- * playwright-core, with every request that leaves 127.0.0.1 blocked and recorded (the page must work offline), and
- * every console error and uncaught exception recorded.
+ * Vite, serve the built files on 127.0.0.1 (cross-origin isolated by vite preview, or not by a plain static server),
+ * and open it in Debian's Chromium (/usr/bin/chromium) driven by playwright-core, with every request that leaves
+ * 127.0.0.1 blocked and recorded (the page must work offline), and every console error and uncaught exception recorded.
  *
  * Chromium 156 flags (docs/backends.md, the browser): WebGL 2 runs on SwiftShader through ANGLE's Vulkan backend by
  * default, even with --disable-gpu; WebGPU needs --enable-unsafe-webgpu (its adapter is then SwiftShader too), and a
  * secure context, which http://127.0.0.1 is.
  */
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../../src/plot/write';
@@ -48,6 +50,42 @@ export async function serveLab(outDir = path.join(WEB_DIR, 'dist')): Promise<Lab
   const url = server.resolvedUrls?.local[0];
   if (!url) throw new Error('vite preview started without a local URL');
   return { url, close: () => server.close() };
+}
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript',
+  '.css': 'text/css',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+  '.txt': 'text/plain; charset=utf-8',
+};
+
+/**
+ * Serves a built page as a plain static server would (node:http, on 127.0.0.1 at a free port): without vite preview's
+ * cross-origin isolation headers, so the page runs without SharedArrayBuffer.
+ */
+export async function serveStatic(outDir = path.join(WEB_DIR, 'dist')): Promise<LabServer> {
+  if (!fs.existsSync(path.join(outDir, 'index.html'))) throw new Error(`${outDir} holds no built page: run npm run lab:build first`);
+  const root = path.resolve(outDir);
+  const server = http.createServer((req, res) => {
+    const rel = decodeURIComponent(new URL(req.url ?? '/', 'http://127.0.0.1').pathname).replace(/^\/+/, '') || 'index.html';
+    const file = path.resolve(root, rel);
+    if (!file.startsWith(root + path.sep) || !fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream' });
+    fs.createReadStream(file).pipe(res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const close = () =>
+    new Promise<void>((resolve, reject) => {
+      server.close((e) => (e ? reject(e) : resolve()));
+      server.closeAllConnections();
+    });
+  return { url: `http://127.0.0.1:${port}/`, close };
 }
 
 /** What a session with the page recorded. */
