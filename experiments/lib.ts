@@ -77,6 +77,7 @@ export async function startExperiment(name: string, describe: string, extra: (y:
       .option('quick', { type: 'boolean', default: false, describe: 'nano/short settings for CI (≤ 3 minutes on 2 cores)' })
       .option('out', { type: 'string', describe: 'output folder [default: figures/<experiment>, or runs/experiments-quick/<experiment> with --quick]' })
       .option('backend', { type: 'string', default: 'wasm', choices: BACKEND_NAMES as unknown as string[], describe: 'tfjs backend for training and timing' })
+      .option('png', { type: 'boolean', default: true, describe: 'write each figure as PNG too (needs Chromium); --png=false writes HTML + data only (render the PNGs later: npx tsx experiments/render_pngs.ts FOLDER)' })
       .option('train', { type: 'boolean', default: false, describe: "train every model from scratch (the preset and flags given) instead of loading the zoo's trained models; --quick always trains" })
       .option('fresh', { type: 'boolean', default: false, describe: 'retrain models even if a matching one was trained before' })
       .option('jobs', { type: 'number', describe: 'train the models this experiment needs first, in this many processes at a time (one wasm engine each) [default: in this process, one after another]' })
@@ -302,5 +303,5 @@ export function readCurves(dir: string | undefined): { step: number[]; train: nu
 
 /** One figure writer per experiment (one Chromium for all PNGs), sharing one plotly.js beside the figure folders. */
 export function figureWriter(exp: Experiment): FigureWriter {
-  return new FigureWriter({ sharedPlotly: path.join(path.dirname(exp.outDir), 'plotly.min.js') });
+  return new FigureWriter({ sharedPlotly: path.join(path.dirname(exp.outDir), 'plotly.min.js'), png: exp.args.png !== false });
 }

@@ -4,6 +4,7 @@
  * headless Chromium: Plotly.validate accepts every spec, and one figure written to a temp dir gives a self-contained
  * HTML that renders offline, a real PNG and a JSON that round-trips. Needs Chromium (apt-get install -y chromium).
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -19,7 +20,9 @@ import {
 } from '../src/plot/figures';
 import { splitSteps, tokenHighlight } from '../src/plot/tokens';
 import { Figure, Json, VARIANT_COLORS, colorOf, seriesStyles } from '../src/plot/theme';
-import { CHROMIUM_ARGS, CHROMIUM_PATH, FigureWriter, writeCsv, writeFigure } from '../src/plot/write';
+import { CHROMIUM_ARGS, CHROMIUM_PATH, FigureWriter, figureFromHtml, writeCsv, writeFigure } from '../src/plot/write';
+
+const ROOT = path.resolve(__dirname, '..');
 
 /** obj at a dotted path ('xaxis.title.text', 'data.0.x'). */
 function at(obj: unknown, dotted: string): Json | undefined {
@@ -263,6 +266,18 @@ describe('writers', () => {
     await expect(noBrowser.write(heat, sub, 'mask2')).rejects.toThrow(/apt-get install -y chromium.*\{ png: false \}/);
     await expect(writeFigure(heat, sub, '../escape', undefined, { png: false })).rejects.toThrow(/plain file name/);
   });
+
+  it('a figure written without PNG gets the same PNG later from its page (experiments/render_pngs.ts)', async () => {
+    const sub = path.join(dir, 'later');
+    await writer.write(tau, sub, 'tau', undefined, { png: false });
+    const html = fs.readFileSync(path.join(sub, 'tau.html'), 'utf8');
+    expect(figureFromHtml(html)).toEqual(tau);
+    expect(() => figureFromHtml('<html></html>', 'x.html')).toThrow(/x\.html holds no figure written by this package/);
+    const r = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsx'), [path.join(ROOT, 'experiments', 'render_pngs.ts'), sub], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('1 PNG written');
+    expect(fs.readFileSync(path.join(sub, 'tau.png')).equals(await writer.png(tau))).toBe(true);
+  }, 60_000);
 
   it('writeCsv: a header of every key, quoting where needed', () => {
     const file = path.join(dir, 'rows.csv');

@@ -67,6 +67,13 @@ export function plotSnippet(fig: Figure, id: string, height: string = `${figureH
   );
 }
 
+/** The figure spec inside a page or snippet written by figureHtml/plotSnippet (to render its PNG later). */
+export function figureFromHtml(html: string, file = 'the page'): Figure {
+  const m = /\n {2}var fig = (.*);\n/.exec(html);
+  if (!m) throw new Error(`${file} holds no figure written by this package (no 'var fig = …;' line)`);
+  return JSON.parse(m[1]) as Figure;
+}
+
 /**
  * A standalone HTML page showing the figure; opens offline. plotly.js is inlined, or, with `plotlySrc`,
  * loaded from that relative path (one shared copy for a folder of figures instead of 4.8 MB in each).
