@@ -4,6 +4,7 @@
  * small optimiser. Epsilon is always explicit (webgl would otherwise pick 1e-4).
  */
 import * as tf from '@tensorflow/tfjs';
+import { disposeFusedAdamW, fusedAdamW, fusedGlobalNorm } from '../backend/webgpu_train_adamw';
 
 export interface AdamWConfig {
   beta1: number;
@@ -49,6 +50,8 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.cfg;
     const bc1 = 1 - beta1 ** this.t;
     const bc2 = 1 - beta2 ** this.t;
+    // on webgpu: one program for every parameter (backend/webgpu_train_adamw.ts), the same arithmetic
+    if (fusedAdamW(this, this.params, { m: this.m, v: this.v }, grads, gradScale, { lr, beta1, beta2, eps, weightDecay, bc1, bc2 }, this.lrScale)) return;
     tf.tidy(() => {
       for (const [name, p] of this.params) {
         const raw = grads[p.name];
@@ -63,6 +66,14 @@ export class AdamW {
         p.assign(tf.sub(p, tf.mul(update, lr * (this.lrScale.get(name) ?? 1))));
       }
     });
+  }
+
+  /** The global norm ‖g‖₂ of the gradients (keyed by variable name), for clipping. */
+  globalNorm(grads: tf.NamedTensorMap): tf.Scalar {
+    const fused = fusedGlobalNorm(this, this.params, grads);
+    if (fused) return fused;
+    // Σ of squares added pairwise: one addN over every gradient exceeds WebGPU's binding limit in compatibility mode.
+    return tf.tidy(() => tf.sqrt(Object.values(grads).map((g) => tf.sum(tf.square(g))).reduce((a, b) => tf.add(a, b))) as tf.Scalar);
   }
 
   async state(): Promise<AdamWState> {
@@ -89,6 +100,7 @@ export class AdamW {
   }
 
   dispose(): void {
+    disposeFusedAdamW(this);
     for (const t of [...this.m.values(), ...this.v.values()]) t.dispose();
   }
 }

@@ -133,8 +133,7 @@ export class Trainer {
     const inputs = tf.tensor2d(batch.inputs, [B, T], 'int32');
     const targets = tf.tensor3d(batch.targets, [k, B, T], 'int32');
     const { loss: value, heads: headT, grads } = this.model.lossAndGrads(inputs, targets, this.cfg.backward, this.step / Math.max(1, this.cfg.steps));
-    // Σ of squares added pairwise: one addN over every gradient exceeds WebGPU's binding limit in compatibility mode.
-    const gradNorm = tf.tidy(() => tf.sqrt(Object.values(grads).map((g) => tf.sum(tf.square(g))).reduce((a, b) => tf.add(a, b))) as tf.Scalar);
+    const gradNorm = this.optimizer.globalNorm(grads);
     const packed = tf.tidy(() => tf.stack([value, gradNorm, ...headT.flatMap((h) => [h.loss, h.acc])]));
     const read = await packed.data(); // the step's only device → host sync
     const loss = read[0];
