@@ -24,6 +24,10 @@ for b in train_throughput decode_cost decode step_profile data_parallel gpu_deco
   npx esbuild "bench/$b.ts" --bundle --minify --platform=node --format=cjs --log-level=warning \
     --external:webgpu --outfile="$out/$b.js"
 done
+for e in k_sweep theory train_once; do # the experiments, measuring the zoo on quiet cores (--png=false: no Chromium there)
+  npx esbuild "experiments/$e.ts" --bundle --minify --platform=node --format=cjs --log-level=warning \
+    --external:webgpu --external:playwright-core --outfile="$out/$e.js"
+done
 npx esbuild src/cli/main.ts --bundle --minify --platform=node --format=cjs --log-level=warning --external:webgpu --outfile="$out/mtp.js" # the CLI, for training there
 for c in "$@"; do # weights only (no optimizer state): a third of the size
   npx tsx -e "const n=require('./src/node');(async()=>{const c=n.readCheckpoint('$c');const {model}=n.loadModel('$c');await n.saveCheckpoint('$out/ckpt/$(basename "$(dirname "$c")").ckpt',{config:c.header.config,tokenizer:c.header.tokenizer,step:c.header.step},model.params);})()"
