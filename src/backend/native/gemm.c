@@ -74,7 +74,7 @@ static void pack_a(const float *A, int M, int K, int ta, int i0, int mr, int k0,
  * C[r, 0..8) = Σ_k Ap[k·MR + r]·Bp[k·ldb ..] for r < mr (ldb = 8 when B is packed, N when read in place), the sum
  * continuing from C's values when `accumulate` (the later blocks of K), then + bias[0..8) and + R[r·ldc + 0..8) when
  * given (callers pass them with the last block of K only). So each element is summed over k in order from 0 and then
- * gets its bias and residual, as micro16 does it: a row's result has the same bits whatever M is (a token decoded
+ * gets its bias and residual, as micro_wide does it: a row's result has the same bits whatever M is (a token decoded
  * alone, verified with a few drafts, or fed in a prefill), which keeps greedy speculative decoding token-identical.
  */
 INLINE void micro(const int mr, int kc, const float *Ap, const float *Bp, int ldb, float *C, int ldc, int accumulate,
@@ -118,34 +118,28 @@ static void micro_rows(int mr, int kc, const float *Ap, const float *Bp, int ldb
 }
 
 /*
- * C[r, 0..16) = Σ_k A[r·lda + k]·B[k·ldb ..] (+ bias, + R) for r < mr ≤ 2 rows, A and B read in place: one or two
- * tokens' products (decoding), which stream the weights once and use whole 64-byte lines of each of their rows.
+ * C[r, 0..4·nv) = Σ_k A[r·lda + k]·B[k·ldb ..] (+ bias, + R) for r < mr ≤ 2 rows, A and B read in place: one or two
+ * tokens' products (decoding), which stream the weights once. One row takes 24 columns (6 accumulators): enough
+ * independent multiply-adds in flight to hide a fused multiply-add's latency, few enough that V8 keeps them in
+ * registers (2 rows × 24 spilled); 16-column strips ran up to 20 % slower with relaxed SIMD and 10-25 % slower plain.
  */
-INLINE void micro16(const int mr, int kc, const float *A, int lda, const float *B, int ldb, float *C, int ldc,
-                    int accumulate, const float *bias, const float *R) {
-  v128_t acc[2][4];
+INLINE void micro_wide(const int mr, const int nv, int kc, const float *A, int lda, const float *B, int ldb, float *C,
+                       int ldc, const float *bias, const float *R) {
+  v128_t acc[2][6];
   for (int r = 0; r < 2; r++)
-    for (int v = 0; v < 4; v++) acc[r][v] = wasm_f32x4_splat(0.0f);
+    for (int v = 0; v < 6; v++) acc[r][v] = wasm_f32x4_splat(0.0f);
   for (int k = 0; k < kc; k++) {
     const float *b = B + ldb * k;
-    const v128_t b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 4), b2 = wasm_v128_load(b + 8), b3 = wasm_v128_load(b + 12);
     for (int r = 0; r < mr; r++) {
       const v128_t a = wasm_v128_load32_splat(A + r * lda + k);
-      acc[r][0] = MADD(a, b0, acc[r][0]);
-      acc[r][1] = MADD(a, b1, acc[r][1]);
-      acc[r][2] = MADD(a, b2, acc[r][2]);
-      acc[r][3] = MADD(a, b3, acc[r][3]);
+      for (int v = 0; v < nv; v++) acc[r][v] = MADD(a, wasm_v128_load(b + 4 * v), acc[r][v]);
     }
   }
   for (int r = 0; r < mr; r++) {
     float *c = C + r * ldc;
-    for (int v = 0; v < 4; v++) {
-      if (accumulate) {
-        acc[r][v] = wasm_f32x4_add(acc[r][v], wasm_v128_load(c + 4 * v));
-      } else {
-        if (bias) acc[r][v] = wasm_f32x4_add(acc[r][v], wasm_v128_load(bias + 4 * v));
-        if (R) acc[r][v] = wasm_f32x4_add(acc[r][v], wasm_v128_load(R + r * ldc + 4 * v));
-      }
+    for (int v = 0; v < nv; v++) {
+      if (bias) acc[r][v] = wasm_f32x4_add(acc[r][v], wasm_v128_load(bias + 4 * v));
+      if (R) acc[r][v] = wasm_f32x4_add(acc[r][v], wasm_v128_load(R + r * ldc + 4 * v));
       wasm_v128_store(c + 4 * v, acc[r][v]);
     }
   }
@@ -163,11 +157,15 @@ INLINE void micro16(const int mr, int kc, const float *A, int lda, const float *
  */
 static void gemm_few_rows(const float *A, const float *B, float *C, int M, int N, int K, int ta, const float *bias,
                           const float *R, float *Ap) {
-  if (M <= 2 && !ta && N % 16 == 0) {
-    for (int j = 0; j < N; j += 16) {
-      if (M == 2) micro16(2, K, A, K, B + j, N, C + j, N, 0, AT(bias, j), AT(R, j));
-      else micro16(1, K, A, K, B + j, N, C + j, N, 0, AT(bias, j), AT(R, j));
-    }
+  if (M == 1 && !ta) {
+    int j = 0;
+    for (; j + 24 <= N; j += 24) micro_wide(1, 6, K, A, K, B + j, N, C + j, N, AT(bias, j), AT(R, j));
+    if (N - j == 16) micro_wide(1, 4, K, A, K, B + j, N, C + j, N, AT(bias, j), AT(R, j));
+    if (N - j == 8) micro_wide(1, 2, K, A, K, B + j, N, C + j, N, AT(bias, j), AT(R, j));
+    return;
+  }
+  if (M == 2 && !ta && N % 16 == 0) {
+    for (int j = 0; j < N; j += 16) micro_wide(2, 4, K, A, K, B + j, N, C + j, N, AT(bias, j), AT(R, j));
     return;
   }
   for (int k0 = 0; k0 == 0 || k0 < K; k0 += KC) {
