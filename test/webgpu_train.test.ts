@@ -12,6 +12,8 @@ import { initBackend } from '../src/backend/index';
 import { trainDispatches, WEBGPU_TRAIN_FLAG } from '../src/backend/webgpu_train_dispatch';
 import { resolveConfig } from '../src/config';
 import { createModel } from '../src/model/create';
+import { layerNorm, mlpRows } from '../src/model/layers';
+import type { ParamMap } from '../src/model/params';
 import { AdamW } from '../src/train/adamw';
 import { Trainer } from '../src/train/trainer';
 import { Rng } from '../src/util/rng';
@@ -58,6 +60,57 @@ function randomTensor(shape: number[], seed: number, scale = 1): tf.Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   return tf.tensor(Float32Array.from({ length: n }, () => scale * (2 * rng.next() - 1)), shape);
 }
+
+/** f's value and its gradients with respect to every input, under a random upstream gradient, fused or plain. */
+async function valueAndGrads(fused: boolean, f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[]) {
+  return withFlag(fused, async () => {
+    const y = tf.tidy(() => f(...inputs));
+    const dy = randomTensor(y.shape, 99);
+    const grads = tf.grads((...xs: tf.Tensor[]) => tf.mul(f(...xs), dy).sum())(inputs);
+    const out = { y: await read(y), grads: await Promise.all(grads.map(read)) };
+    tf.dispose([y, dy, ...grads]);
+    return out;
+  });
+}
+
+/** Checks a fused op against the plain composition: value 1e-5, every gradient 1e-4, and that it ran `programs` programs. */
+async function expectSame(f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[], programs: number) {
+  const d0 = trainDispatches.count;
+  const fused = await valueAndGrads(true, f, inputs);
+  expect(trainDispatches.count - d0).toBe(programs);
+  const plain = await valueAndGrads(false, f, inputs);
+  expect(rel(fused.y, plain.y)).toBeLessThan(1e-5);
+  fused.grads.forEach((g, i) => expect(rel(g, plain.grads[i]), `gradient ${i}`).toBeLessThan(1e-4));
+  tf.dispose(inputs);
+}
+
+describe('fused kernels against the plain composition', () => {
+  it('LayerNorm: values and the gradients of x, γ, β (one program forward, two backward: twice forward in tf.grads)', async (ctx) => {
+    needAdapter(ctx);
+    for (const [shape, seed] of [[[3, 5, 40], 1], [[21, 160], 2]] as const) {
+      const C = shape[shape.length - 1];
+      const inputs = [randomTensor([...shape], seed, 2), randomTensor([C], seed + 1), randomTensor([C], seed + 2)];
+      await expectSame((x, g, b) => layerNorm(x, g, b, 1e-5), inputs, 1 + 1 + 2);
+    }
+  });
+
+  it('bias + GELU: values and the gradients of h and the bias', async (ctx) => {
+    needAdapter(ctx);
+    for (const [N, F] of [[37, 72], [5, 300]]) {
+      const params: ParamMap = new Map();
+      const inputs = [randomTensor([N, F], N, 3), randomTensor([F], F)];
+      // through the MLP (w1 = identity, w2 = identity when F = C): h · I + b1 → GELU → · I + b2
+      const eye = tf.variable(tf.eye(F), false, `eye_${N}_${F}`);
+      const zeros = tf.variable(tf.zeros([F]), false, `zeros_${N}_${F}`);
+      params.set('m.w1', eye).set('m.w2', eye).set('m.b2', zeros);
+      await expectSame((h, b) => {
+        params.set('m.b1', b as tf.Variable);
+        return mlpRows(h as tf.Tensor2D, params, 'm.');
+      }, inputs, 1 + 1 + 2);
+      tf.dispose([eye, zeros]);
+    }
+  });
+});
 
 describe('fused AdamW and global norm', () => {
   /** Two steps of AdamW over a matrix, a vector and a parameter without a gradient: norms, weights and moments. */

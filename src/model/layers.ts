@@ -7,14 +7,16 @@
  *
  * On the `wasm` backend with this package's kernels loaded (src/backend/wasm_native.ts), LayerNorm, attention,
  * bias + GELU and the output projections with their bias and residual add run as fused kernels with the same math;
+ * on `webgpu`, LayerNorm and bias + GELU run as this package's WGSL programs (backend/webgpu_train_kernels.ts);
  * everywhere else, as the plain tfjs ops written here (the reference the kernels are tested against,
- * test/kernels.test.ts and test/perf_wasm_model.test.ts).
+ * test/kernels.test.ts, test/perf_wasm_model.test.ts and test/webgpu_train.test.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { nativeKernels } from '../backend/wasm_native';
 import { fusedAttention, fusedAttentionSupports, fusedCachedAttention } from '../backend/wasm_attention';
 import { fusedLayerNorm } from '../backend/wasm_layer_norm';
 import { fusedBiasGelu } from '../backend/wasm_bias_gelu';
+import { webgpuTrainKernels } from '../backend/webgpu_train_kernels';
 import { fusedLinear, fusedLinearSupports } from '../backend/wasm_linear';
 import { BLOCK_NAMES, BlockWeights, decodeBlockSupports, fusedDecodeBlock } from '../backend/wasm_decode_block';
 import type { ParamMap } from './params';
@@ -29,7 +31,7 @@ export function param(params: ParamMap, name: string): tf.Variable {
 
 /** LayerNorm over the last axis. x: [..., C]. */
 export function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor, eps: number): tf.Tensor {
-  if (nativeKernels()) return fusedLayerNorm(x, g, b, eps);
+  if (nativeKernels() || webgpuTrainKernels()) return fusedLayerNorm(x, g, b, eps);
   const mean = tf.mean(x, -1, true);
   const xc = tf.sub(x, mean);
   const variance = tf.mean(tf.square(xc), -1, true);
@@ -111,7 +113,7 @@ export function mlp(x: tf.Tensor3D, params: ParamMap, p: string): tf.Tensor3D {
 export function mlpRows(x: tf.Tensor2D, params: ParamMap, p: string, residual?: tf.Tensor2D): tf.Tensor2D {
   const h = tf.matMul(x, param(params, `${p}w1`)) as tf.Tensor2D; // [B*T, 4C]
   const b1 = param(params, `${p}b1`) as tf.Tensor1D;
-  const g = nativeKernels() ? fusedBiasGelu(h, b1) : (gelu(tf.add(h, b1)) as tf.Tensor2D); // [B*T, 4C]
+  const g = nativeKernels() || webgpuTrainKernels() ? fusedBiasGelu(h, b1) : (gelu(tf.add(h, b1)) as tf.Tensor2D); // [B*T, 4C]
   return project(g, param(params, `${p}w2`) as tf.Tensor2D, param(params, `${p}b2`) as tf.Tensor1D, residual); // [B*T, C]
 }
 

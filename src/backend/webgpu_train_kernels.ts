@@ -1,0 +1,25 @@
+/**
+ * Whether the model's fused training kernels run on `webgpu` now, registering them on first use: LayerNorm and
+ * bias + GELU under the wasm kernels' names (one registered gradient each serves both backends). The model code calls
+ * the same fused ops on either backend (layers.ts) and the plain tfjs ops elsewhere, or when MTP_WEBGPU_TRAIN is false.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { registerBiasGeluKernels } from './wasm_bias_gelu';
+import { registerLayerNormKernels } from './wasm_layer_norm';
+import { webgpuBiasGeluKernels } from './webgpu_train_bias_gelu';
+import { webgpuTrainBackend } from './webgpu_train_dispatch';
+import { webgpuLayerNormKernels } from './webgpu_train_layer_norm';
+
+let registered = false;
+
+/** True when the active backend is webgpu with the fused training programs on (and able to run them). */
+export function webgpuTrainKernels(): boolean {
+  if (!webgpuTrainBackend()) return false;
+  if (!registered) {
+    for (const k of [...webgpuLayerNormKernels, ...webgpuBiasGeluKernels]) if (tf.getKernel(k.kernelName, k.backendName) === undefined) tf.registerKernel(k);
+    registerLayerNormKernels(); // the gradients, shared with wasm
+    registerBiasGeluKernels();
+    registered = true;
+  }
+  return true;
+}
