@@ -12,7 +12,8 @@ import { initBackend } from '../src/backend/index';
 import { trainDispatches, WEBGPU_TRAIN_FLAG } from '../src/backend/webgpu_train_dispatch';
 import { resolveConfig } from '../src/config';
 import { createModel } from '../src/model/create';
-import { layerNorm, mlpRows } from '../src/model/layers';
+import { attendQKV, layerNorm, mlpRows } from '../src/model/layers';
+import { causalMask, MASKED } from '../src/model/transformer';
 import type { ParamMap } from '../src/model/params';
 import { AdamW } from '../src/train/adamw';
 import { Trainer } from '../src/train/trainer';
@@ -108,6 +109,19 @@ describe('fused kernels against the plain composition', () => {
         return mlpRows(h as tf.Tensor2D, params, 'm.');
       }, inputs, 1 + 1 + 2);
       tf.dispose([eye, zeros]);
+    }
+  });
+
+  it('attention: values and the gradient of the QKV projection, causal and with another additive mask', async (ctx) => {
+    needAdapter(ctx);
+    for (const [B, T, C, H] of [[2, 9, 12, 3], [1, 130, 8, 1]]) {
+      const causal = causalMask(T);
+      // the future and every even key but the first hidden (another additive mask; each row still sees key 0)
+      const holes = tf.tensor2d(Float32Array.from({ length: T * T }, (_, k) => (k % T > Math.floor(k / T) || (k % T > 0 && k % 2 === 0) ? MASKED : 0)), [T, T]);
+      for (const mask of [causal, holes]) {
+        await expectSame((qkv) => attendQKV(qkv as tf.Tensor2D, B, T, C, H, { mask: mask as tf.Tensor2D, layer: 0 }), [randomTensor([B * T, 3 * C], B + T, 2)], 1 + 1 + 2);
+      }
+      tf.dispose([causal, holes]);
     }
   });
 });

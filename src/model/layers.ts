@@ -7,7 +7,7 @@
  *
  * On the `wasm` backend with this package's kernels loaded (src/backend/wasm_native.ts), LayerNorm, attention,
  * bias + GELU and the output projections with their bias and residual add run as fused kernels with the same math;
- * on `webgpu`, LayerNorm and bias + GELU run as this package's WGSL programs (backend/webgpu_train_kernels.ts);
+ * on `webgpu`, LayerNorm, bias + GELU and attention run as this package's WGSL programs (backend/webgpu_train_kernels.ts);
  * everywhere else, as the plain tfjs ops written here (the reference the kernels are tested against,
  * test/kernels.test.ts, test/perf_wasm_model.test.ts and test/webgpu_train.test.ts).
  */
@@ -17,6 +17,7 @@ import { fusedAttention, fusedAttentionSupports, fusedCachedAttention } from '..
 import { fusedLayerNorm } from '../backend/wasm_layer_norm';
 import { fusedBiasGelu } from '../backend/wasm_bias_gelu';
 import { webgpuTrainKernels } from '../backend/webgpu_train_kernels';
+import { webgpuAttentionSupports } from '../backend/webgpu_train_attention';
 import { fusedLinear, fusedLinearSupports } from '../backend/wasm_linear';
 import { BLOCK_NAMES, BlockWeights, decodeBlockSupports, fusedDecodeBlock } from '../backend/wasm_decode_block';
 import type { ParamMap } from './params';
@@ -76,10 +77,13 @@ function attentionRows(
   return project(merged, param(params, `${p}wo`) as tf.Tensor2D, undefined, residual);
 }
 
-/** Attention from a QKV projection: qkv [B*T, 3C] → the heads' outputs merged, [B*T, C] (fused on wasm, plain ops elsewhere). */
+/** Attention from a QKV projection: qkv [B*T, 3C] → the heads' outputs merged, [B*T, C] (fused on wasm and webgpu, plain ops elsewhere). */
 export function attendQKV(qkv: tf.Tensor2D, B: number, T: number, C: number, nHead: number, inp: AttentionInput): tf.Tensor2D {
   const fused = nativeKernels() && fusedAttentionSupports(C, nHead) && fusedHeads(qkv, B, T, nHead, inp);
-  return fused || heads(qkv, B, T, nHead, inp);
+  if (fused) return fused;
+  // on webgpu without a cache (training, evaluation): the fused programs
+  if (!inp.cache && webgpuTrainKernels() && webgpuAttentionSupports(C, nHead, T)) return fusedAttention(qkv, B, T, nHead, inp.mask);
+  return heads(qkv, B, T, nHead, inp);
 }
 
 /** Attention of the heads on the fused wasm kernels: qkv [B*T, 3C] → [B*T, C]; null when the cache keeps plain tensors. */
