@@ -188,7 +188,7 @@ function checkpointPath(ckpt: string): string {
 async function generateCommand(argv: Record<string, unknown>): Promise<void> {
   const backend = await initBackend(argv.backend as BackendName);
   const { model, tokenizer, config, step, source } = openModel(argv.ckpt as string);
-  console.log(`backend ${backend.name} | ${source} (step ${step}, ${countParams(config.model).toLocaleString('en-US')} parameters)`);
+  console.log(`backend ${backend.name} (${backend.detail}) | ${source} (step ${step}, ${countParams(config.model).toLocaleString('en-US')} parameters)`);
   try {
     const validation = () => {
       const corpus = loadCorpus(config.train.corpus, { maxBytes: config.train.maxCorpusBytes || undefined });
@@ -210,7 +210,7 @@ async function evalCommand(argv: Record<string, unknown>): Promise<void> {
   const tokens = config.train.tokenizer === 'byte' ? corpus.bytes : tokenizer.encode(corpus.text);
   const { val } = splitTrainVal(tokens);
   const r = await evaluate(model, evalBatches(val, config.train.batchSize, config.model.blockSize, model.k, argv.batches as number));
-  console.log(`backend ${backend.name} | ${corpusName} validation | ${describeVal(r)}`);
+  console.log(`backend ${backend.name} (${backend.detail}) | ${corpusName} validation | ${describeVal(r)}`);
   r.heads.forEach((h, i) => console.log(`  head ${i + 1}: loss ${fmt(h.loss)}, top-1 accuracy ${fmt(h.acc)}`));
   model.dispose();
 }
