@@ -72,6 +72,7 @@ async function main() {
     .option('readme', { type: 'boolean', default: true, describe: 'write the table into README.md' })
     .option('baseline', { type: 'boolean', default: true, describe: `also measure without this package's kernels: wasm with ${FAST_FLAG}=false, webgpu with ${WEBGPU_TRAIN_FLAG}=false` })
     .option('torch', { type: 'boolean', default: true, describe: 'also train the PyTorch twin when available' })
+    .option('torchDevice', { type: 'string', choices: ['cpu', 'cuda'], default: 'cpu', describe: 'where the PyTorch twin trains (cuda: beside webgpu on a GPU machine)' })
     .strict()
     .parseSync();
   const m = machine();
@@ -123,7 +124,8 @@ async function main() {
   const noTorch = argv.torch ? torchUnavailable() : 'not requested';
   const torch: TorchRow[] = [];
   if (noTorch === null) {
-    const twin = runTwin(['--configs', presets.join(','), '--train-runs', String(argv.steps), '--train-warm', String(argv.warmup), '--skip-decode']);
+    const device = argv.torchDevice as 'cpu' | 'cuda';
+    const twin = runTwin(['--configs', presets.join(','), '--train-runs', String(argv.steps), '--train-warm', String(argv.warmup), '--skip-decode'], 2, device);
     for (const r of twin.results) {
       if (r.train) torch.push({ preset: r.config, msPerStep: r.train.ms.median, tokensPerSec: r.train.tokensPerSec });
       else unavailable[`PyTorch ${r.config}`] = r.error ?? 'no result';

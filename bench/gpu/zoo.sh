@@ -129,7 +129,8 @@ case "${1:-}" in
     ZOO_MACHINE_NOTE="$(jobs | wc -l) runs at once" "$node" $d/zoo_export.js $runs "$out/models"
     for r in $runs/*/; do # unfinished: the run folder itself, to finish with --resume
       n=$(basename "$r")
-      [ -e "$out/models/$n/weights.f16" ] || { mkdir -p "$out/models/unfinished" && cp -r "$r" "$out/models/unfinished/$n"; }
+      # what --resume needs (the last checkpoint, config, metrics), not the one before it: the files that come back are limited
+      [ -e "$out/models/$n/weights.f16" ] || { mkdir -p "$out/models/unfinished/$n" && cp "$r"/model.ckpt "$r"/config.json "$r"/metrics.jsonl "$out/models/unfinished/$n/"; }
     done
     for r in $runs/*/; do cp "$r/metrics.jsonl" "$out/models/$(basename "$r").metrics.jsonl" 2>/dev/null; done
     cp $runs/*.log "$out/models/" 2>/dev/null
