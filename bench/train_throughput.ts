@@ -142,7 +142,7 @@ async function main() {
     ['backend', 'preset', 'params', 'ms/step (median)', 'CPU ms/step', 'tokens/s', 'GFLOP/s', 'matMul peak GFLOP/s', 'MFU', 'peak tensors', 'peak MB', ...(gpu ? ['programs/step'] : []), 'PyTorch is … faster'],
     [
       ...rows.map((r) => [r.backend, r.preset, r.params, r.msPerStep.toFixed(0), r.cpuMsPerStep.toFixed(0), r.tokensPerSec.toFixed(0), r.gflops.toFixed(2), r.peakGflops.toFixed(1), `${(100 * r.mfu).toFixed(1)} %`, r.peakTensors, mb(r.peakBytes), ...(gpu ? [r.programsPerStep?.toFixed(0) ?? ''] : []), vsTorch(r)]),
-      ...torch.map((t) => ['PyTorch CPU, 2 threads', t.preset, '', t.msPerStep.toFixed(0), '', t.tokensPerSec.toFixed(0), '', '', '', '', '', ...(gpu ? [''] : []), '1×']),
+      ...torch.map((t) => [argv.torchDevice === 'cuda' ? 'PyTorch CUDA, fp32 eager' : 'PyTorch CPU, 2 threads', t.preset, '', t.msPerStep.toFixed(0), '', t.tokensPerSec.toFixed(0), '', '', '', '', '', ...(gpu ? [''] : []), '1×']),
     ],
   );
   const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
