@@ -13,7 +13,7 @@ import { trainDispatches, WEBGPU_TRAIN_FLAG } from '../src/backend/webgpu_train_
 import { resolveConfig } from '../src/config';
 import { createModel } from '../src/model/create';
 import { attendQKV, layerNorm, mlpRows } from '../src/model/layers';
-import { causalMask, MASKED } from '../src/model/transformer';
+import { causalMask, crossEntropy, MASKED } from '../src/model/transformer';
 import type { ParamMap } from '../src/model/params';
 import { AdamW } from '../src/train/adamw';
 import { Trainer } from '../src/train/trainer';
@@ -122,6 +122,24 @@ describe('fused kernels against the plain composition', () => {
         await expectSame((qkv) => attendQKV(qkv as tf.Tensor2D, B, T, C, H, { mask: mask as tf.Tensor2D, layer: 0 }), [randomTensor([B * T, 3 * C], B + T, 2)], 1 + 1 + 2);
       }
       tf.dispose([causal, holes]);
+    }
+  });
+
+  it('cross-entropy over the vocabulary: the mean loss and the gradient of the logits (two programs forward, one backward), no leaks, plain ops with the flag off', async (ctx) => {
+    needAdapter(ctx);
+    for (const [B, T, V] of [[3, 7, 257], [1, 13, 101], [5, 3, 3]]) {
+      const rng = new Rng(B * T + V);
+      const targets = tf.tensor2d(Int32Array.from({ length: B * T }, () => rng.int(V)), [B, T], 'int32');
+      const loss = (logits: tf.Tensor) => crossEntropy(logits as tf.Tensor3D, targets as tf.Tensor2D).loss;
+      const logits = randomTensor([B, T, V], V, 4);
+      await expectSame(loss, [logits.clone()], 2 + 2 + 1);
+      const live = tf.memory().numTensors;
+      await valueAndGrads(true, loss, [logits]);
+      expect(tf.memory().numTensors).toBe(live);
+      const d0 = trainDispatches.count;
+      await valueAndGrads(false, loss, [logits]);
+      expect(trainDispatches.count - d0).toBe(0);
+      tf.dispose([logits, targets]);
     }
   });
 });

@@ -14,6 +14,8 @@ import { Rng } from '../util/rng';
 import { KVCache } from './kv_cache';
 import { DecodeShape, FusedForward, gpuDecodeModel, webgpuBackend } from '../backend/webgpu_decode';
 import { block, decodeBlockRows, layerNorm, param } from './layers';
+import { webgpuTrainKernels } from '../backend/webgpu_train_kernels';
+import { fusedCrossEntropy } from '../backend/webgpu_train_cross_entropy';
 import { createTrunkParams, nextScope, ParamFactory, ParamMap } from './params';
 
 /** Additive mask value for blocked attention (finite, so fully-masked rows stay finite). */
@@ -208,14 +210,23 @@ export function causalMask(T: number): tf.Tensor2D {
 }
 
 /**
+ * Mean over rows of −log softmax(logits)[target] for logits [N, V] and int targets [N] (nats): two fused programs forward
+ * and one backward on webgpu (backend/webgpu_train_cross_entropy.ts), the plain tfjs ops elsewhere.
+ */
+export function meanCrossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Scalar {
+  if (webgpuTrainKernels()) return fusedCrossEntropy(logits, targets);
+  const logp = tf.logSoftmax(logits); // [N, V]
+  return tf.neg(tf.mean(tf.sum(tf.mul(logp, tf.oneHot(targets, logits.shape[1])), 1))) as tf.Scalar;
+}
+
+/**
  * Mean cross-entropy of logits [B, T, V] against int targets [B, T] (nats), with top-1 accuracy.
  */
 export function crossEntropy(logits: tf.Tensor3D, targets: tf.Tensor2D): { loss: tf.Scalar; acc: tf.Scalar } {
   const [B, T, V] = logits.shape;
   const flat = tf.reshape(logits, [B * T, V]) as tf.Tensor2D;
   const t = tf.reshape(targets, [B * T]) as tf.Tensor1D;
-  const logp = tf.logSoftmax(flat); // [B*T, V]
-  const loss = tf.neg(tf.mean(tf.sum(tf.mul(logp, tf.oneHot(t, V)), 1))) as tf.Scalar;
+  const loss = meanCrossEntropy(flat, t);
   const acc = tf.mean(tf.cast(tf.equal(tf.argMax(flat, 1), t), 'float32')) as tf.Scalar;
   return { loss, acc };
 }
