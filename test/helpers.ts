@@ -1,5 +1,7 @@
 /** Small helpers shared by the tests. */
 import * as tf from '@tensorflow/tfjs';
+import { beforeAll } from 'vitest';
+import { initBackend } from '../src/backend/index';
 import { roomInWindow } from '../src/decode/context';
 import type { CommitInfo, DraftContext, Drafter, VerifyTarget } from '../src/decode/drafter';
 import type { ChildDraw, DraftTree } from '../src/decode/draft_tree';
@@ -349,4 +351,23 @@ export function twoOfThree(joint3: number[], V: number, keep: 'first' | 'last'):
   return Array.from({ length: V * V }, (_, i) =>
     keep === 'first' ? joint3.slice(i * V, (i + 1) * V).reduce((a, b) => a + b, 0) : Array.from({ length: V }, (_, a) => joint3[a * V * V + i]).reduce((a, b) => a + b, 0),
   );
+}
+
+/**
+ * Starts the webgpu backend before a test file's tests (Dawn's software adapter where there is no GPU). Without an
+ * adapter the file fails with the reason, unless MTP_SKIP_WEBGPU is set: then every test that calls the returned
+ * guard with its context is skipped, saying why.
+ */
+export function webgpuBeforeAll(): (ctx: { skip: (note?: string) => void }) => void {
+  let skipReason: string | null = null;
+  beforeAll(async () => {
+    const info = await initBackend('webgpu').catch((e: Error) => e);
+    if (info instanceof Error) {
+      if (!process.env.MTP_SKIP_WEBGPU) throw new Error(`${info.message} (MTP_SKIP_WEBGPU=1 skips these tests)`);
+      skipReason = `MTP_SKIP_WEBGPU is set: ${info.message}`;
+    }
+  }, 60_000);
+  return (ctx) => {
+    if (skipReason !== null) ctx.skip(skipReason);
+  };
 }

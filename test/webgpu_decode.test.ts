@@ -4,10 +4,9 @@
  * libegl-mesa0 libegl-dev), Vulkan on a GPU. Without an adapter the tests fail with what to install;
  * MTP_SKIP_WEBGPU=1 skips them instead.
  */
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { MTP_DEFAULTS, ModelConfig, MtpConfig, resolveConfig } from '../src/config';
-import { initBackend } from '../src/backend/index';
 import { fusedDispatches, gpuDecodeModel, WEBGPU_DECODE_FLAG, WEBGPU_DRAFT_CHAIN_FLAG } from '../src/backend/webgpu_decode';
 import type { MedusaModel } from '../src/model/medusa';
 import type { FeatureModel } from '../src/model/feature';
@@ -18,22 +17,10 @@ import { KVCache } from '../src/model/kv_cache';
 import { generate } from '../src/decode/ar';
 import { decode } from '../src/decode/engine';
 import { denseTree } from '../src/decode/tree';
-import { randomTokens, RecordingDrafter, relativeError } from './helpers';
+import { randomTokens, RecordingDrafter, relativeError, webgpuBeforeAll } from './helpers';
 
 const nano = resolveConfig('nano').model;
-let skipReason: string | null = null;
-
-beforeAll(async () => {
-  const info = await initBackend('webgpu').catch((e: Error) => e);
-  if (info instanceof Error) {
-    if (!process.env.MTP_SKIP_WEBGPU) throw new Error(`${info.message} (MTP_SKIP_WEBGPU=1 skips these tests)`);
-    skipReason = `MTP_SKIP_WEBGPU is set: ${info.message}`;
-  }
-}, 60_000);
-
-function needAdapter(ctx: { skip: (note?: string) => void }): void {
-  if (skipReason !== null) ctx.skip(skipReason);
-}
+const needAdapter = webgpuBeforeAll();
 
 const withFlag = <T>(on: boolean, f: () => T): T => {
   tf.env().set(WEBGPU_DECODE_FLAG, on);

@@ -6,9 +6,8 @@
  * Tolerances, relative to the largest magnitude of the reference: 1e-5 for forward values, 1e-4 for gradients and for
  * weights after training steps (float32 sums in another order).
  */
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../src/backend/index';
 import { trainDispatches, WEBGPU_TRAIN_FLAG } from '../src/backend/webgpu_train_dispatch';
 import { resolveConfig } from '../src/config';
 import { createModel } from '../src/model/create';
@@ -18,20 +17,9 @@ import type { ParamMap } from '../src/model/params';
 import { AdamW } from '../src/train/adamw';
 import { Trainer } from '../src/train/trainer';
 import { Rng } from '../src/util/rng';
+import { webgpuBeforeAll } from './helpers';
 
-let skipReason: string | null = null;
-
-beforeAll(async () => {
-  const info = await initBackend('webgpu').catch((e: Error) => e);
-  if (info instanceof Error) {
-    if (!process.env.MTP_SKIP_WEBGPU) throw new Error(`${info.message} (MTP_SKIP_WEBGPU=1 skips these tests)`);
-    skipReason = `MTP_SKIP_WEBGPU is set: ${info.message}`;
-  }
-}, 60_000);
-
-function needAdapter(ctx: { skip: (note?: string) => void }): void {
-  if (skipReason !== null) ctx.skip(skipReason);
-}
+const needAdapter = webgpuBeforeAll();
 
 /** max |a − b| / max |b| (0 when both are zero). */
 function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
