@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { median } from '../src/util/median';
 
 export interface Machine {
   cpu: string;
@@ -39,11 +40,7 @@ export function mb(bytes: number): string {
   return (bytes / 2 ** 20).toFixed(1);
 }
 
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
+export { median };
 
 /** Times an async function: `warmup` untimed calls, then `runs` timed ones (ms). */
 export async function timeRuns(fn: () => Promise<void>, warmup: number, runs: number): Promise<number[]> {

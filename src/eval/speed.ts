@@ -7,6 +7,7 @@
 import { generate } from '../decode/ar';
 import type { SpeculativeStats } from '../decode/stats';
 import type { MtpModel } from '../model/create';
+import { median } from '../util/median';
 
 /** A decoder under test: greedy, returns tokens and speculative stats. */
 export type Decoder = (model: MtpModel, prompt: number[], maxNewTokens: number) => Promise<{ tokens: number[]; stats: SpeculativeStats }>;
@@ -29,12 +30,6 @@ export interface SpeedOptions {
   tokens: number;
   /** Timed repetitions over all prompts (medians). */
   runs: number;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 /**

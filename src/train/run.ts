@@ -27,6 +27,7 @@ import { checkFits } from './memory';
 import { MetricsLog } from './metrics_log';
 import { RunLock } from './run_lock';
 import { EvalResult, StepResult, Trainer } from './trainer';
+import { median } from '../util/median';
 
 export interface RunOptions {
   config: Config;
@@ -81,11 +82,6 @@ export function prepareData(config: Config): { tokenizer: Tokenizer; tokens: Int
   const resolved: Config = { ...config, model: { ...config.model, vocabSize: tokenizer.vocabSize } };
   validate(resolved);
   return { tokenizer, tokens, config: resolved };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor(s.length / 2)] : 0;
 }
 
 /** Lets timers, signals and I/O run between steps (tfjs reads resolve as microtasks and would starve them). */
@@ -232,7 +228,7 @@ export async function trainRun(opts: RunOptions): Promise<RunResult> {
       else await evaluateAndSave();
     }
     trainer.dispose();
-    return { model, tokenizer, config, val: valResult, tokensPerSec: median(throughput), steps: trainer.step, checkpoint: ckptPath, stopped };
+    return { model, tokenizer, config, val: valResult, tokensPerSec: throughput.length ? median(throughput) : 0, steps: trainer.step, checkpoint: ckptPath, stopped };
   } catch (e) {
     await group?.terminate();
     trainer?.dispose();
