@@ -238,14 +238,11 @@ export async function trainOrLoad(exp: Experiment, spec: ModelSpec): Promise<Tra
   const { label, config } = spec;
   const dir = path.join(exp.workDir, label);
   const ckpt = path.join(dir, CHECKPOINT_FILE);
-  const { tokens } = prepareData(config);
-  const { val } = splitTrainVal(tokens);
-  // the same windows for every model of an experiment, so next-token losses compare across variants and k
-  const batches = evalBatches(val, config.train.batchSize, config.model.blockSize, EVAL_TARGETS, config.train.evalBatches);
+  const { val, batches } = validation(config);
   const state = exp.fresh ? { state: 'fresh' as const } : runState(dir, config);
   if (state.state === 'finished') {
     const loaded = loadModel(ckpt);
-    return { label, ...loaded, val, eval: await evaluate(loaded.model, trimK(batches, loaded.model.k)), trainTokensPerSec: loggedTokensPerSec(dir), dir };
+    return { label, ...loaded, val, eval: await evaluateOn(loaded.model, batches), trainTokensPerSec: loggedTokensPerSec(dir), dir };
   }
   const resume = state.state === 'partial'; // an interrupted run continues from its last checkpoint
   const bar = progressBar(label.padEnd(18), 'loss {loss} | {tps} tok/s');
@@ -258,7 +255,7 @@ export async function trainOrLoad(exp: Experiment, spec: ModelSpec): Promise<Tra
     init: spec.initFrom !== undefined ? initFrom(path.join(exp.workDir, spec.initFrom, CHECKPOINT_FILE)) : undefined,
     onStep: (r) => bar.update(r.step, { loss: r.loss.toFixed(3), tps: Math.round((r.tokens * 1000) / r.ms) }),
   }).finally(() => bar.stop());
-  return { label, model: run.model, tokenizer: run.tokenizer, config: run.config, val, eval: await evaluate(run.model, trimK(batches, run.model.k)), trainTokensPerSec: run.tokensPerSec, dir };
+  return { label, model: run.model, tokenizer: run.tokenizer, config: run.config, val, eval: await evaluateOn(run.model, batches), trainTokensPerSec: run.tokensPerSec, dir };
 }
 
 /**
@@ -267,18 +264,26 @@ export async function trainOrLoad(exp: Experiment, spec: ModelSpec): Promise<Tra
  */
 async function loadFromZoo(label: string, name: string): Promise<TrainedModel> {
   const { model, tokenizer, config } = loadZooModel(name);
-  const { tokens } = prepareData(config);
-  const { val } = splitTrainVal(tokens);
-  const batches = evalBatches(val, config.train.batchSize, config.model.blockSize, EVAL_TARGETS, config.train.evalBatches);
-  return { label, model, tokenizer, config, val, eval: await evaluate(model, trimK(batches, model.k)), trainTokensPerSec: NaN, zoo: name };
+  const { val, batches } = validation(config);
+  return { label, model, tokenizer, config, val, eval: await evaluateOn(model, batches), trainTokensPerSec: NaN, zoo: name };
+}
+
+/**
+ * The validation split of a config's corpus and the experiment's windows on it: the same windows for every model of
+ * an experiment, so next-token losses compare across variants and k.
+ */
+function validation(config: Config): { val: TrainedModel['val']; batches: ReturnType<typeof evalBatches> } {
+  const { val } = splitTrainVal(prepareData(config).tokens);
+  return { val, batches: evalBatches(val, config.train.batchSize, config.model.blockSize, EVAL_TARGETS, config.train.evalBatches) };
 }
 
 /** Targets per validation window (≥ any model's k in the experiments): fixes the windows for all models. */
 const EVAL_TARGETS = 9;
 
-function trimK<T extends { k: number }>(batches: T[], k: number): T[] {
-  if (k > EVAL_TARGETS) throw new Error(`validation windows hold ${EVAL_TARGETS} targets, the model predicts ${k}`);
-  return batches;
+/** A model's validation metrics on the experiment's windows (validation), which hold EVAL_TARGETS targets each. */
+function evaluateOn(model: MtpModel, batches: ReturnType<typeof evalBatches>): Promise<EvalResult> {
+  if (model.k > EVAL_TARGETS) throw new Error(`validation windows hold ${EVAL_TARGETS} targets, the model predicts ${model.k}`);
+  return evaluate(model, batches);
 }
 
 /** Validation loss per step from a run folder's metrics.jsonl (empty for a zoo model: no run folder). */
