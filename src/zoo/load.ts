@@ -14,7 +14,7 @@ import { createModel, MtpModel } from '../model/create';
 import { Checkpoint, loadParams } from '../train/checkpoint';
 import { fsCause } from '../util/files';
 import { DEFAULT_ZOO_DIR, manifestPath, readManifest, ZooEntry } from './manifest';
-import { sharedBase, withSharedValues, zooWeightValues } from './weights';
+import { entryTensors, sharedBase, withSharedValues, zooWeightValues } from './weights';
 
 export interface ZooOptions {
   /** Zoo folder holding manifest.json [default: models/ at the repository root]. */
@@ -106,7 +106,7 @@ export function zooCheckpoint(name: string, opts: ZooOptions = {}): { checkpoint
   const base = sharedBase(name, entry, manifest, manifestPath(dir));
   const values = withSharedValues(name, entry, readZooWeights(name, entry, dir), base && readZooWeights(base.name, base.entry, dir));
   let offset = 0;
-  const tensors = [...(entry.shared?.tensors ?? []), ...entry.tensors].map((t) => {
+  const tensors = entryTensors(entry).map((t) => {
     const length = values.get(t.name)!.length;
     offset += length;
     return { name: `param/${t.name}`, shape: t.shape, offset: offset - length, length };

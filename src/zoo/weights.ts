@@ -110,9 +110,14 @@ export function withSharedValues(name: string, entry: ZooEntry, own: Map<string,
   return out;
 }
 
+/** Every parameter of a zoo model by name and shape: the shared ones (`entry.shared`) first, then its stored ones. */
+export function entryTensors(entry: ZooEntry): { name: string; shape: number[] }[] {
+  return [...(entry.shared?.tensors ?? []), ...entry.tensors];
+}
+
 /** A model built from a zoo entry's config with `values` (zooWeightValues) assigned, every name and shape checked. */
 export function zooModelFromValues(name: string, entry: ZooEntry, values: ReadonlyMap<string, Float32Array>): MtpModel {
-  const shapes = new Map([...(entry.shared?.tensors ?? []), ...entry.tensors].map((t) => [t.name, t.shape]));
+  const shapes = new Map(entryTensors(entry).map((t) => [t.name, t.shape]));
   const weights = new Map<string, NamedValues>([...values].map(([n, v]) => [n, { shape: shapes.get(n)!, values: v }]));
   const model = createModel(entry.config.model);
   try {
